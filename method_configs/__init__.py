@@ -1,0 +1,1 @@
+"""nerfstudio method presets for nerfeditor-ns (placeholder until the model lands)."""

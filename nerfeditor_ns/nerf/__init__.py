@@ -1,0 +1,1 @@
+"""nerfeditor_ns.nerf"""
