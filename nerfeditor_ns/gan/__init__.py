@@ -1,0 +1,43 @@
+"""GAN side of NeRFEditor (paper Secs. 3.2-3.3): StyleGAN2 generator, encoder, decomposition, adjustor, hidden mapper.
+
+Public names are resolved lazily on first attribute access (module ``__getattr__``), so ``import nerfeditor_ns.gan``
+builds nothing and imports no optional package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List
+
+# public name -> submodule of nerfeditor_ns.gan that defines it
+_LAZY: Dict[str, str] = {
+    # generator + checkpoints
+    "load_generator": "checkpoints",
+    "generator_from_checkpoint": "checkpoints",
+    "read_checkpoint": "checkpoints",
+    "CheckpointFormatError": "checkpoints",
+    "StyleGAN2Generator": "stylegan2",
+    "GeneratorSpec": "stylegan2",
+    "UnsafeCheckpointError": "safe_pickle",
+    "restricted_load": "safe_pickle",
+    # other parts of issue 3
+    "load_encoder": "encoder",
+    "load_arcface": "arcface",
+    "top_eigenvectors": "decomposition",
+    "latent_covariance": "decomposition",
+}
+
+__all__: List[str] = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nerfeditor_ns.gan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
