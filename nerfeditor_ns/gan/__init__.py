@@ -25,6 +25,14 @@ _LAZY: Dict[str, str] = {
     "load_arcface": "arcface",
     "top_eigenvectors": "decomposition",
     "latent_covariance": "decomposition",
+    # hidden mapper (Sec. 3.3, Alg. 1)
+    "HiddenMapper": "hidden_mapper",
+    "HiddenMapperConfig": "hidden_mapper",
+    "train_hidden_mapper": "hidden_mapper",
+    "get_or_train_hidden_mapper": "hidden_mapper",
+    "load_hidden_mapper": "hidden_mapper",
+    "map_to_hidden": "hidden_mapper",
+    "stylize_out_of_domain": "hidden_mapper",
 }
 
 __all__: List[str] = sorted(_LAZY)
