@@ -25,6 +25,20 @@ _LAZY: Dict[str, str] = {
     "load_arcface": "arcface",
     "top_eigenvectors": "decomposition",
     "latent_covariance": "decomposition",
+    "top_eigenpairs": "decomposition",
+    "StyleDecomposition": "decomposition",
+    # latent code adjustor (Sec. 3.2, Eq. 1)
+    "LatentCodeAdjustor": "adjustor",
+    "LatentCodeAdjustorConfig": "adjustor",
+    "train_adjustor": "adjustor",
+    # edits of the frontal code (Sec. 4.5)
+    "style_mix": "edits",
+    "component_edit": "edits",
+    "load_direction": "edits",
+    "apply_direction": "edits",
+    "parse_direction_spec": "edits",
+    "load_clip": "edits",
+    "clip_optimize": "edits",
     # hidden mapper (Sec. 3.3, Alg. 1)
     "HiddenMapper": "hidden_mapper",
     "HiddenMapperConfig": "hidden_mapper",
