@@ -1,0 +1,516 @@
+"""NerfEditorModel: nerfacto with the conditional field and the 3D-consistent editing losses (paper Sec. 3.1, 3.4).
+
+Plain training (only original rays, ``set_index == 0``) is nerfacto exactly: RGB MSE + interlevel + distortion.
+Finetuning with guide sets adds, per Eq. 6, ``L = (L_style + L_br + L_ori) + lambda * L_depth``:
+
+- RGB loss on the original rays only (they keep alpha = 0 and their own beta);
+- L_style (Eq. 2): masked colour loss on the guide rays;
+- L_br (Eq. 3): on guide rays, densities in the background (1 - M) held to the frozen original model's;
+- L_ori (Eq. 4): on original rays, densities held to the frozen original model's;
+- L_depth (Eq. 5): depth smoothness on the patch rays (the last ``P*S*S`` rays, when ``batch["patch_shape"]``).
+
+The frozen "original model" is a copy of the field taken by :meth:`NerfEditorModel.begin_finetune` (automatically at
+the first training step when ``config.finetune``). Densities are compared at the same sample points: the frozen
+field is evaluated on the current ray samples under ``no_grad``. For guide rays it is asked for the original scene
+(alpha = 0, average appearance), for original rays with the rays' own codes.
+
+Proposal networks stay nerfacto's (density only, not conditioned): they are a geometry prior that only has to
+place samples near surfaces. Trained by the interlevel loss on every ray (original and guide), they learn the
+envelope of all (alpha, beta) geometries, which is what the sampler needs; conditioning them would only add cost.
+
+No network access: nerfacto builds torchmetrics' LPIPS, which downloads AlexNet weights. Here LPIPS is built only
+when the AlexNet checkpoint is already in the torch hub cache; otherwise it is left out of the metrics with one
+warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.field_components.spatial_distortions import SceneContraction
+from nerfstudio.fields.density_fields import HashMLPDensityField
+from nerfstudio.model_components.losses import MSELoss
+from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, NormalsRenderer, RGBRenderer
+from nerfstudio.model_components.scene_colliders import NearFarCollider
+from nerfstudio.model_components.shaders import NormalsShader
+from nerfstudio.models.base_model import Model
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.utils import colormaps
+
+from nerfeditor_ns.nerf import losses as edit_losses
+from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE, ConditionalNerfField
+
+ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
+"""File name torchvision gives the AlexNet ImageNet weights in ``<torch hub dir>/checkpoints`` (LPIPS backbone)."""
+
+_LPIPS_WARNED = False
+
+
+def local_alexnet_checkpoint() -> Optional[Path]:
+    """Path of the cached AlexNet weights LPIPS needs, or None when they are not on this machine."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def build_lpips_if_local() -> Optional[torch.nn.Module]:
+    """torchmetrics LPIPS when its backbone is cached locally; else None and ONE warning (never downloads)."""
+    global _LPIPS_WARNED
+    path = local_alexnet_checkpoint()
+    if path is None:
+        if not _LPIPS_WARNED:
+            _LPIPS_WARNED = True
+            warnings.warn(
+                f"LPIPS left out of the metrics: its AlexNet weights are not in the torch hub cache "
+                f"({Path(torch.hub.get_dir()) / 'checkpoints' / ALEXNET_CHECKPOINT}). Copy that file there to "
+                "enable it; nothing is downloaded.",
+                stacklevel=2,
+            )
+        return None
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    return LearnedPerceptualImagePatchSimilarity(normalize=True)
+
+
+@dataclass
+class NerfEditorModelConfig(NerfactoModelConfig):
+    """NerfEditor model config: nerfacto's options plus the conditional field and the editing losses.
+
+    nerfacto's ``use_appearance_embedding`` / ``appearance_embed_dim`` are unused: the appearance code is the
+    paper's beta, encoded by E_app (``app_embed_dim``).
+    """
+
+    _target: Type = field(default_factory=lambda: NerfEditorModel)
+    d_beta: int = 16
+    """Dimension of the appearance code beta in [0,1]^d_beta (paper Sec. 3.4)."""
+    style_embed_dim: int = 8
+    """Output size of E_style(alpha)."""
+    app_embed_dim: int = 16
+    """Output size of E_app(beta)."""
+    code_hidden_dim: int = 32
+    """Hidden width of the E_style / E_app MLPs."""
+    num_layers: int = 2
+    """Layers of the density head F_dens."""
+    geo_feat_dim: int = 15
+    """Size of the geometry feature f_geo passed from F_dens to F_color."""
+    num_layers_color: int = 3
+    """Layers of the colour head F_color."""
+    style_loss_mult: float = 1.0
+    """Weight of L_style, the masked colour loss on guide rays (Eq. 2)."""
+    background_loss_mult: float = 0.01
+    """Weight of L_br, background densities of guide rays held to the original model (Eq. 3). Densities (exp
+    activation) are large near surfaces, so the squared density terms get 0.01 to sit at the scale of the colour
+    terms (measured on the face scene: with 1.0 they outweigh L_style ~100x and the edit does not take)."""
+    original_loss_mult: float = 0.01
+    """Weight of L_ori, densities of original rays held to the original model (Eq. 4); scale as L_br."""
+    depth_loss_mult: float = 0.1
+    """lambda of Eq. 6: weight of the depth smoothness L_depth on patches (Eq. 5)."""
+    finetune: bool = False
+    """Finetuning run: at the first training step take a frozen copy of the field as the "original model"."""
+    default_alpha: float = 0.0
+    """Style alpha used for rays without alpha (eval, viewer) until the viewer slider moves it."""
+
+
+class NerfEditorModel(NerfactoModel):
+    """Conditional nerfacto (paper Sec. 3.1) with the finetuning losses of Sec. 3.4."""
+
+    config: NerfEditorModelConfig
+    field: ConditionalNerfField
+    field_original: Optional[ConditionalNerfField]
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def populate_modules(self) -> None:
+        """nerfacto's modules with the conditional field; LPIPS only when its weights are local."""
+        Model.populate_modules(self)  # nerfacto's own would build a downloading LPIPS and an unused field
+        scene_contraction = None if self.config.disable_scene_contraction else SceneContraction(order=float("inf"))
+        self._scene_contraction = scene_contraction
+        self.field = self._build_field()
+        self.field_original = None
+        self.register_buffer("finetune_started", torch.tensor(False))
+        if self.config.finetune:
+            self.field_original = self._frozen_copy_of_field()
+
+        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+        self.density_fns = []
+        self.proposal_networks = torch.nn.ModuleList()
+        num_prop_nets = self.config.num_proposal_iterations
+        if self.config.use_same_proposal_network:
+            if len(self.config.proposal_net_args_list) != 1:
+                raise ValueError("use_same_proposal_network needs exactly one entry in proposal_net_args_list.")
+            network = self._build_proposal_network(self.config.proposal_net_args_list[0])
+            self.proposal_networks.append(network)
+            self.density_fns.extend([network.density_fn for _ in range(num_prop_nets)])
+        else:
+            for i in range(num_prop_nets):
+                args = self.config.proposal_net_args_list[min(i, len(self.config.proposal_net_args_list) - 1)]
+                self.proposal_networks.append(self._build_proposal_network(args))
+            self.density_fns.extend([network.density_fn for network in self.proposal_networks])
+
+        def update_schedule(step):
+            return np.clip(
+                np.interp(step, [0, self.config.proposal_warmup], [0, self.config.proposal_update_every]),
+                1,
+                self.config.proposal_update_every,
+            )
+
+        initial_sampler = None
+        if self.config.proposal_initial_sampler == "uniform":
+            initial_sampler = UniformSampler(single_jitter=self.config.use_single_jitter)
+        self.proposal_sampler = ProposalNetworkSampler(
+            num_nerf_samples_per_ray=self.config.num_nerf_samples_per_ray,
+            num_proposal_samples_per_ray=self.config.num_proposal_samples_per_ray,
+            num_proposal_network_iterations=self.config.num_proposal_iterations,
+            single_jitter=self.config.use_single_jitter,
+            update_sched=update_schedule,
+            initial_sampler=initial_sampler,
+        )
+        self.collider = NearFarCollider(near_plane=self.config.near_plane, far_plane=self.config.far_plane)
+
+        self.renderer_rgb = RGBRenderer(background_color=self.config.background_color)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer(method="median")
+        self.renderer_expected_depth = DepthRenderer(method="expected")
+        self.renderer_normals = NormalsRenderer()
+        self.normals_shader = NormalsShader()
+        self.rgb_loss = MSELoss()
+
+        from torchmetrics.functional import structural_similarity_index_measure
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = structural_similarity_index_measure
+        self.lpips = build_lpips_if_local()
+        self.step = 0
+        self._setup_viewer_controls()
+
+    def _build_field(self) -> ConditionalNerfField:
+        c = self.config
+        return ConditionalNerfField(
+            self.scene_box.aabb,
+            num_images=self.num_train_data,
+            d_beta=c.d_beta,
+            style_embed_dim=c.style_embed_dim,
+            app_embed_dim=c.app_embed_dim,
+            code_hidden_dim=c.code_hidden_dim,
+            num_layers=c.num_layers,
+            hidden_dim=c.hidden_dim,
+            geo_feat_dim=c.geo_feat_dim,
+            num_levels=c.num_levels,
+            base_res=c.base_res,
+            max_res=c.max_res,
+            log2_hashmap_size=c.log2_hashmap_size,
+            features_per_level=c.features_per_level,
+            num_layers_color=c.num_layers_color,
+            hidden_dim_color=c.hidden_dim_color,
+            spatial_distortion=self._scene_contraction,
+            average_init_density=c.average_init_density,
+            implementation=c.implementation,
+        )
+
+    def _build_proposal_network(self, args: Dict[str, Any]) -> HashMLPDensityField:
+        return HashMLPDensityField(
+            self.scene_box.aabb,
+            spatial_distortion=self._scene_contraction,
+            **args,
+            average_init_density=self.config.average_init_density,
+            implementation=self.config.implementation,
+        )
+
+    def _frozen_copy_of_field(self) -> ConditionalNerfField:
+        """A new field with the current field's weights, frozen (rebuilt rather than deep-copied: tcnn-safe)."""
+        frozen = self._build_field().to(self.field.aabb.device)
+        frozen.load_state_dict(self.field.state_dict())
+        frozen.requires_grad_(False)
+        frozen.eval()
+        return frozen
+
+    # ---------------------------------------------------------------------------------------- viewer controls
+    def _setup_viewer_controls(self) -> None:
+        """"Style alpha" slider and appearance choice, found by nerfstudio's viewer as model attributes."""
+        from nerfstudio.viewer.viewer_elements import ViewerNumber, ViewerSlider
+
+        self.viewer_alpha: float = float(self.config.default_alpha)
+        self.viewer_beta_index: int = AVERAGE_APPEARANCE
+        self.viewer_style_alpha = ViewerSlider(
+            name="Style alpha",
+            default_value=self.viewer_alpha,
+            min_value=0.0,
+            max_value=1.0,
+            step=0.01,
+            cb_hook=self._on_style_alpha,
+            hint="0 = original scene, 1 = edited scene (paper Sec. 3.1)",
+        )
+        self.viewer_appearance = ViewerNumber(
+            name="Appearance (-1 = average)",
+            default_value=AVERAGE_APPEARANCE,
+            cb_hook=self._on_appearance,
+            hint="beta index: -1 = average of the original images, i = training image i, >= 1000000 = guide image",
+        )
+
+    def _on_style_alpha(self, element) -> None:
+        self.viewer_alpha = float(min(max(float(element.value), 0.0), 1.0))
+
+    def _on_appearance(self, element) -> None:
+        value = int(element.value)
+        self.viewer_beta_index = value if value >= 0 else AVERAGE_APPEARANCE
+
+    # ------------------------------------------------------------------------------------------- finetuning
+    def begin_finetune(self) -> None:
+        """Freeze a copy of the current field as the "original model" of Eqs. 3-4 (idempotent per run)."""
+        if bool(self.finetune_started):
+            return
+        self.field_original = self._frozen_copy_of_field()
+        self.finetune_started.fill_(True)
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        param_groups = {
+            "proposal_networks": list(self.proposal_networks.parameters()),
+            "fields": list(self.field.parameters()),  # the frozen original field is never optimised
+        }
+        self.camera_optimizer.get_param_groups(param_groups=param_groups)
+        return param_groups
+
+    def get_training_callbacks(self, training_callback_attributes):
+        from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        if self.config.finetune:
+
+            def start_finetune(step: int) -> None:
+                self.begin_finetune()
+
+            callbacks.insert(
+                0,
+                TrainingCallback(
+                    where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                    update_every_num_iters=1,
+                    func=start_finetune,
+                ),
+            )
+        return callbacks
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Also loads across the finetune boundary.
+
+        A checkpoint of the original scene (no ``field_original.*``) loaded into a finetuning model IS the original
+        model: its field weights become the frozen copy. A finetuned checkpoint re-creates the frozen copy.
+        """
+        state = dict(state_dict)
+        has_original = any(k.startswith("field_original.") for k in state)
+        if has_original and self.field_original is None:
+            self.field_original = self._frozen_copy_of_field()
+        elif not has_original and self.field_original is not None:
+            for key, value in list(state.items()):
+                if key.startswith("field."):
+                    state["field_original." + key[len("field.") :]] = value
+            state["finetune_started"] = torch.tensor(True)
+        if "finetune_started" not in state:  # checkpoints written before the flag existed
+            state["finetune_started"] = torch.tensor(has_original)
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def _fill_codes(self, ray_bundle: RayBundle) -> None:
+        """Per-ray alpha / beta_index: the data manager's, else training: alpha 0 and beta = camera index
+        (original image i has beta index i); eval / viewer: the viewer's alpha and appearance."""
+        if ray_bundle.metadata is None:
+            ray_bundle.metadata = {}
+        metadata = ray_bundle.metadata
+        shape = (*ray_bundle.shape, 1)
+        device = ray_bundle.origins.device
+        if "alpha" not in metadata:
+            alpha = 0.0 if self.training else self.viewer_alpha
+            metadata["alpha"] = torch.full(shape, alpha, dtype=torch.float32, device=device)
+        if "beta_index" not in metadata:
+            if self.training and ray_bundle.camera_indices is not None:
+                metadata["beta_index"] = ray_bundle.camera_indices.reshape(shape).long()
+            else:
+                metadata["beta_index"] = torch.full(shape, self.viewer_beta_index, dtype=torch.long, device=device)
+
+    def _apply_camera_optimizer(self, ray_bundle: RayBundle) -> None:
+        """Pose refinement for rays of original cameras; guide cameras (index >= num_train_data) stay as given."""
+        if self.config.camera_optimizer.mode == "off" or ray_bundle.camera_indices is None:
+            return
+        idx = ray_bundle.camera_indices.reshape(-1)
+        valid = (idx >= 0) & (idx < self.num_train_data)
+        if bool(valid.all()):
+            self.camera_optimizer.apply_to_raybundle(ray_bundle)
+            return
+        if not bool(valid.any()):
+            return
+        correction = self.camera_optimizer(idx[valid])
+        origins = ray_bundle.origins.clone()
+        directions = ray_bundle.directions.clone()
+        origins[valid] = origins[valid] + correction[:, :3, 3]
+        directions[valid] = torch.bmm(correction[:, :3, :3], directions[valid][..., None])[..., 0]
+        ray_bundle.origins = origins
+        ray_bundle.directions = directions
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Any]:
+        self._fill_codes(ray_bundle)
+        if self.training:
+            self._apply_camera_optimizer(ray_bundle)
+        ray_samples: RaySamples
+        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
+        field_outputs = self.field.forward(ray_samples, compute_normals=self.config.predict_normals)
+        if self.config.use_gradient_scaling:
+            from nerfstudio.model_components.losses import scale_gradients_by_distance_squared
+
+            field_outputs = scale_gradients_by_distance_squared(field_outputs, ray_samples)
+        density = field_outputs[FieldHeadNames.DENSITY]
+        weights = ray_samples.get_weights(density)
+        weights_list.append(weights)
+        ray_samples_list.append(ray_samples)
+
+        rgb = self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights)
+        with torch.no_grad():
+            depth = self.renderer_depth(weights=weights, ray_samples=ray_samples)
+        expected_depth = self.renderer_expected_depth(weights=weights, ray_samples=ray_samples)
+        accumulation = self.renderer_accumulation(weights=weights)
+        outputs: Dict[str, Any] = {
+            "rgb": rgb,
+            "accumulation": accumulation,
+            "depth": depth,
+            "expected_depth": expected_depth,
+        }
+        if self.config.predict_normals:
+            from nerfstudio.model_components.losses import orientation_loss, pred_normal_loss
+
+            normals = self.renderer_normals(normals=field_outputs[FieldHeadNames.NORMALS], weights=weights)
+            pred_normals = self.renderer_normals(field_outputs[FieldHeadNames.PRED_NORMALS], weights=weights)
+            outputs["normals"] = self.normals_shader(normals)
+            outputs["pred_normals"] = self.normals_shader(pred_normals)
+            if self.training:
+                outputs["rendered_orientation_loss"] = orientation_loss(
+                    weights.detach(), field_outputs[FieldHeadNames.NORMALS], ray_bundle.directions
+                )
+                outputs["rendered_pred_normal_loss"] = pred_normal_loss(
+                    weights.detach(),
+                    field_outputs[FieldHeadNames.NORMALS].detach(),
+                    field_outputs[FieldHeadNames.PRED_NORMALS],
+                )
+        if self.training:
+            outputs["weights_list"] = weights_list
+            outputs["ray_samples_list"] = ray_samples_list
+            outputs["density"] = density  # per-sample sigma, for L_br / L_ori
+        for i in range(self.config.num_proposal_iterations):
+            outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
+        return outputs
+
+    # ------------------------------------------------------------------------------------------------ losses
+    @staticmethod
+    def _guide_split(batch: Dict[str, Any], device: torch.device) -> Optional[Tuple[Tensor, Tensor]]:
+        """(original, guide) boolean ray masks when the batch carries guide rays, else None."""
+        set_index = batch.get("set_index")
+        if set_index is None:
+            return None
+        set_index = set_index.to(device).reshape(-1)
+        guide = set_index > 0
+        if not bool(guide.any()):
+            return None
+        return ~guide, guide
+
+    def reference_density(
+        self, ray_samples: RaySamples, guide: Tensor
+    ) -> Float[Tensor, "num_rays num_samples 1"]:
+        """Densities of the frozen original model at the same samples: the original scene (alpha 0, average
+        appearance) on guide rays, the rays' own codes on original rays."""
+        if self.field_original is None:
+            raise RuntimeError(
+                "Guide rays in the batch but no original model: call model.begin_finetune() (or train with "
+                "--pipeline.model.finetune True) before adding guide sets."
+            )
+        alpha, beta_index = self.field.codes_for(ray_samples)
+        n = ray_samples.shape[0]
+        alpha = alpha.expand(n, *alpha.shape[1:])
+        beta_index = beta_index.expand(n, *beta_index.shape[1:])
+        g = guide.reshape(n, *([1] * (alpha.dim() - 1)))
+        alpha = torch.where(g, torch.zeros_like(alpha), alpha)
+        beta_index = torch.where(g, torch.full_like(beta_index, AVERAGE_APPEARANCE), beta_index)
+        with torch.no_grad():
+            density, _ = self.field_original.density_with(ray_samples, alpha=alpha, beta_index=beta_index)
+        return density.detach()
+
+    def get_metrics_dict(self, outputs, batch):
+        metrics_dict = super().get_metrics_dict(outputs, batch)
+        split = self._guide_split(batch, outputs["rgb"].device)
+        if split is not None:  # PSNR of the original rays only
+            original, _ = split
+            gt_rgb = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+            metrics_dict["psnr"] = self.psnr(outputs["rgb"][original], gt_rgb[original])
+        return metrics_dict
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        split = self._guide_split(batch, outputs["rgb"].device) if self.training else None
+        if split is None:
+            return super().get_loss_dict(outputs, batch, metrics_dict)  # plain training: nerfacto exactly
+        original, guide = split
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)  # interlevel, distortion, camera opt
+        image = batch["image"].to(self.device)
+        pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=image
+        )
+        if bool(original.any()):
+            loss_dict["rgb_loss"] = self.rgb_loss(gt_rgb[original], pred_rgb[original])
+        else:
+            loss_dict["rgb_loss"] = pred_rgb.sum() * 0.0
+        mask = batch["mask"].to(self.device).reshape(-1, 1) if "mask" in batch else torch.ones_like(pred_rgb[:, :1])
+        c = self.config
+        # Eq. 2
+        loss_dict["style_loss"] = c.style_loss_mult * edit_losses.style_loss(
+            pred_rgb[guide], gt_rgb[guide], mask[guide]
+        )
+        ray_samples = outputs["ray_samples_list"][-1]
+        density = outputs["density"]
+        ref_density = self.reference_density(ray_samples, guide)
+        # Eq. 3
+        loss_dict["background_density_loss"] = c.background_loss_mult * edit_losses.background_density_loss(
+            density[guide], ref_density[guide], mask[guide]
+        )
+        # Eq. 4
+        if bool(original.any()):
+            loss_dict["original_density_loss"] = c.original_loss_mult * edit_losses.original_density_loss(
+                density[original], ref_density[original]
+            )
+        # Eq. 5, weighted by lambda (Eq. 6)
+        if "patch_shape" in batch and c.depth_loss_mult > 0:
+            num_patches, side = (int(v) for v in batch["patch_shape"])
+            count = num_patches * side * side
+            if count > 0:
+                depth = outputs["expected_depth"].reshape(-1)[-count:].reshape(num_patches, side, side)
+                loss_dict["depth_loss"] = c.depth_loss_mult * edit_losses.depth_smoothness_loss(depth)
+        return loss_dict
+
+    # ------------------------------------------------------------------------------------------------- eval
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """nerfacto's eval metrics; LPIPS only when it could be built offline."""
+        gt_rgb = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+        predicted_rgb = outputs["rgb"]
+        acc = colormaps.apply_colormap(outputs["accumulation"])
+        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
+        images_dict = {
+            "img": torch.cat([gt_rgb, predicted_rgb], dim=1),
+            "accumulation": acc,
+            "depth": depth,
+        }
+        gt = torch.moveaxis(gt_rgb, -1, 0)[None, ...]
+        pred = torch.moveaxis(predicted_rgb, -1, 0)[None, ...]
+        metrics_dict = {"psnr": float(self.psnr(gt, pred).item()), "ssim": float(self.ssim(gt, pred))}  # type: ignore
+        if self.lpips is not None:
+            metrics_dict["lpips"] = float(self.lpips(gt, pred))
+        for i in range(self.config.num_proposal_iterations):
+            key = f"prop_depth_{i}"
+            images_dict[key] = colormaps.apply_depth_colormap(outputs[key], accumulation=outputs["accumulation"])
+        return metrics_dict, images_dict
