@@ -1,0 +1,182 @@
+"""Step 6 of an edit: finetune a copy of the NeRF on the guide sets through nerfstudio's own ``Trainer``.
+
+Paper Sec. 3.4: the conditional NeRF continues from the original weights with the original images at alpha = 0 and
+the guide images at alpha = 1 (each with its own beta), under L_style, L_br, L_ori and lambda * L_depth (Eqs. 2-6,
+implemented by the model in ``nerfeditor_ns.nerf.losses``), for about 1/4 of the original iterations. The model
+takes a frozen copy of its field as the "original model" (``begin_finetune``) at the first finetuning step, after
+the original checkpoint has been loaded.
+
+The new run's config is the original one with: ``model.finetune = True``; ``datamanager.guide_sets_dir`` = the new
+run's guide folder; trainer ``load_dir`` = the original checkpoints; ``max_num_iterations`` = the finetuning steps
+(nerfstudio 1.1.5's Trainer runs ``max_num_iterations`` steps *after* the loaded step, so the checkpoint ends at
+original + finetune steps); output into the new run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Literal, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nerfstudio.engine.trainer import TrainerConfig
+
+#: method names of this plugin; a config naming anything else is not a nerfeditor run
+NERFEDITOR_METHODS = ("nerfeditor", "nerfeditor-tiny")
+
+
+@contextlib.contextmanager
+def nerfstudio_checkpoint_globals() -> Iterator[None]:
+    """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default) read nerfstudio checkpoints.
+
+    nerfstudio 1.1.5's schedulers store learning rates as numpy float64 scalars (``optimizers/*/param_groups/lr``,
+    ``schedulers/*/_last_lr``), which the restricted unpickler refuses, so nerfstudio's own ``eval_setup`` and
+    ``Trainer`` cannot load any checkpoint under torch 2.14. This allows exactly the numpy scalar reconstructor and
+    the float dtypes it needs -- plain data, no code -- for the duration of the block.
+    """
+    import numpy as np
+    import torch
+
+    try:  # numpy 1.x
+        from numpy.core.multiarray import scalar
+    except ImportError:  # pragma: no cover - numpy 2.x
+        from numpy._core.multiarray import scalar
+    allowed = [scalar, np.dtype]
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
+    with torch.serialization.safe_globals(allowed):
+        yield
+
+
+def default_finetune_steps(original: "TrainerConfig") -> int:
+    """About 1/4 of the original run's iterations (paper Sec. 3.4), at least 1."""
+    return max(1, int(original.max_num_iterations) // 4)
+
+
+def place_run(config: "TrainerConfig", run_dir: Path) -> None:
+    """Point a config's output fields at ``run_dir`` so that ``config.get_base_dir() == run_dir``.
+
+    nerfstudio derives the base directory as ``output_dir/experiment_name/method_name/timestamp`` and ``eval_setup``
+    needs ``method_name`` to stay the real method, so when ``run_dir``'s parent is not named after the method the
+    checkpoint directory is given as an absolute ``relative_model_dir`` instead (nerfstudio joins it with ``/``, which
+    keeps an absolute path as is); logs then go under ``run_dir/<method>``.
+    """
+    run_dir = Path(run_dir).absolute()
+    method = str(config.method_name)
+    if run_dir.parent.name == method:
+        config.output_dir = run_dir.parent.parent.parent
+        config.experiment_name = run_dir.parent.parent.name
+        config.timestamp = run_dir.name
+        config.relative_model_dir = Path("nerfstudio_models/")
+    else:
+        config.output_dir = run_dir.parent
+        config.experiment_name = run_dir.name
+        config.timestamp = "logs"
+        config.relative_model_dir = run_dir / "nerfstudio_models"
+
+
+def run_base_dir(config: "TrainerConfig") -> Path:
+    """Directory holding a run's ``nerfstudio_models/`` (and, for runs placed by :func:`place_run`, its config)."""
+    return Path(config.get_checkpoint_dir()).parent
+
+
+def build_finetune_config(
+    original: "TrainerConfig",
+    run_dir: Path,
+    guide_sets_dir: Path,
+    finetune_steps: Optional[int] = None,
+    vis: Literal["none", "tensorboard"] = "none",
+    device_type: Optional[str] = None,
+) -> "TrainerConfig":
+    """The new run's trainer config, derived from the original run's (which is not modified).
+
+    Args:
+        original: the loaded config of the original run.
+        run_dir: directory the finetuned run is written to.
+        guide_sets_dir: folder with the saved guide sets (loaded by the data manager at setup).
+        finetune_steps: steps to finetune (default :func:`default_finetune_steps`).
+        vis: "tensorboard" to log, "none" for no event writers.
+        device_type: "cpu" / "cuda" (default: the original's, or "cpu" when CUDA is not available).
+    """
+    import torch
+
+    cfg = copy.deepcopy(original)
+    steps = default_finetune_steps(original) if finetune_steps is None else int(finetune_steps)
+    if steps < 1:
+        from nerfeditor_ns.edit.errors import EditError
+
+        raise EditError(f"--finetune-steps must be at least 1 (got {steps}).", "pass a positive number of steps.")
+    cfg.load_dir = Path(original.get_checkpoint_dir()).absolute()
+    cfg.load_step = None
+    cfg.load_checkpoint = None
+    cfg.load_config = None
+    cfg.max_num_iterations = steps
+    # no evaluation passes during finetuning; one checkpoint at the end (Trainer._after_train saves it)
+    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**9
+    cfg.steps_per_save = max(1, min(int(original.steps_per_save), steps))
+    cfg.save_only_latest_checkpoint = True
+    cfg.vis = "tensorboard" if vis == "tensorboard" else "none"  # type: ignore[assignment]
+    cfg.viewer.quit_on_train_completion = True
+    if device_type is None:
+        device_type = original.machine.device_type
+        if device_type == "cuda" and not torch.cuda.is_available():
+            device_type = "cpu"
+    cfg.machine.device_type = device_type  # type: ignore[assignment]
+    cfg.pipeline.model.finetune = True
+    cfg.pipeline.datamanager.guide_sets_dir = Path(guide_sets_dir).absolute()
+    place_run(cfg, run_dir)
+    return cfg
+
+
+def finalize_config(cfg: "TrainerConfig", original: "TrainerConfig", run_dir: Path, guide_sets_dir: Path) -> "TrainerConfig":
+    """The config saved in the finished run: placed at its final directory, no longer pointing at the original."""
+    out = copy.deepcopy(cfg)
+    out.load_dir = None
+    out.vis = original.vis
+    out.pipeline.datamanager.guide_sets_dir = Path(guide_sets_dir).absolute()
+    place_run(out, run_dir)
+    return out
+
+
+def save_config(cfg: "TrainerConfig", path: Path) -> None:
+    """Write a nerfstudio ``config.yml`` (same YAML dump as ``ExperimentConfig.save_config``), atomically."""
+    import yaml
+
+    from nerfeditor_ns.edit.run_dir import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.dump(cfg))
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
+    """Newest ``step-*.ckpt`` in a nerfstudio checkpoint directory (None when there is none)."""
+    ckpts = sorted(Path(checkpoint_dir).glob("step-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """Step number in a nerfstudio checkpoint file name."""
+    return int(Path(path).stem.split("-")[1])
+
+
+def run_finetune(cfg: "TrainerConfig") -> Path:
+    """Finetune with nerfstudio's ``Trainer``; returns the final checkpoint path.
+
+    A checkpoint from an interrupted earlier attempt is discarded: finetuning restarts from the original weights so
+    that the frozen "original model" copy (taken at the first finetuning step) really is the original.
+    """
+    import shutil
+
+    ckpt_dir = Path(cfg.get_checkpoint_dir())
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    with nerfstudio_checkpoint_globals():
+        trainer.setup()  # loads the original checkpoint
+    try:
+        trainer.train()
+    finally:
+        trainer.shutdown()
+    ckpt = latest_checkpoint(ckpt_dir)
+    if ckpt is None:  # pragma: no cover - the Trainer always saves at the end
+        raise RuntimeError(f"finetuning wrote no checkpoint into {ckpt_dir}")
+    return ckpt
