@@ -20,7 +20,6 @@ from nerfeditor_ns.gan.adjustor import (
 from nerfeditor_ns.gan.checkpoints import load_generator
 from nerfeditor_ns.gan.decomposition import latent_covariance, top_eigenpairs
 
-torch.set_num_threads(1)
 FIXTURE = Path(__file__).parent / "fixtures" / "stylegan2_rosinality_tiny.pt"
 K = 8
 

@@ -12,7 +12,6 @@ from nerfeditor_ns.gan.arcface import IRSE50Backbone, load_arcface
 from nerfeditor_ns.gan.irse import WeightsFileError
 from tests.helpers.weight_rule import FIXTURES, load_manifest, rule_state
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from nerfeditor_ns.gan.decomposition import (
     top_eigenvectors,
 )
 
-torch.set_num_threads(1)
 
 
 def _matrix_with_spectrum(values, seed=0):

@@ -49,7 +49,6 @@ def _tree_digest(root: Path) -> Dict[str, str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A trained tiny run + a cache with a slim hidden mapper for the tiny generator."""
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("edit_e2e")
     torch.manual_seed(0)
     from nerfeditor_ns.method_configs import nerfeditor_tiny

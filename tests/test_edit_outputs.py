@@ -16,7 +16,6 @@ from nerfeditor_ns.edit.crops import project_points
 from nerfeditor_ns.edit.outputs import save_grid, save_turntable, turntable_cameras, turntable_yaws, write_json_atomic
 from nerfeditor_ns.edit.views import analyse_capture
 
-torch.set_num_threads(1)
 DATA = Path(__file__).parent / "data" / "face_small"
 
 

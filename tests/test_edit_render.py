@@ -19,7 +19,6 @@ from nerfeditor_ns.edit.masks import load_mask_dir, masks_from_render, match_mas
 from nerfeditor_ns.edit.render import render_views
 from nerfeditor_ns.edit.views import make_view_set
 
-torch.set_num_threads(1)
 DATA = Path(__file__).parent / "data" / "face_small"
 RED, BLUE, GREY = torch.tensor([1.0, 0, 0]), torch.tensor([0, 0, 1.0]), torch.tensor([0.5, 0.5, 0.5])
 

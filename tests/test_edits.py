@@ -25,7 +25,6 @@ from nerfeditor_ns.gan.edits import (
     style_mix,
 )
 
-torch.set_num_threads(1)
 FIXTURE = Path(__file__).parent / "fixtures" / "stylegan2_rosinality_tiny.pt"
 NUM_WS, W_DIM = 8, 64
 
@@ -185,7 +184,7 @@ def test_clip_preprocess_is_correct(tiny_clip):
 
 def test_clip_errors(tiny_clip, tmp_path):
     name, path, _ = tiny_clip
-    with pytest.raises(FileNotFoundError, match="--clip-path"):
+    with pytest.raises(FileNotFoundError, match="--clip"):
         load_clip(name, tmp_path / "nope.pt")
     with pytest.raises(ValueError, match="unknown open_clip model"):
         load_clip("no-such-model", path)

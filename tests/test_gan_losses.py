@@ -30,7 +30,6 @@ from nerfeditor_ns.gan.losses import (
 )
 from tests.helpers.weight_rule import load_manifest, rule_state
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
 FACES = Path(__file__).resolve().parent / "data" / "faces256"
 
 

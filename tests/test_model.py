@@ -17,7 +17,6 @@ from nerfeditor_ns.nerf.beta_codes import GUIDE_BETA_OFFSET
 from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE
 from nerfeditor_ns.nerf.model import NerfEditorModel, NerfEditorModelConfig
 
-torch.set_num_threads(1)
 
 NUM_IMAGES = 5
 

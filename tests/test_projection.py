@@ -14,7 +14,6 @@ from nerfeditor_ns.gan.losses import PerceptualLoss
 from nerfeditor_ns.gan.projection import ProjectionConfig, lr_schedule, noise_regularization, project
 from tests.helpers.weight_rule import FIXTURES
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

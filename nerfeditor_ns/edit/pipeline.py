@@ -75,7 +75,7 @@ def read_run_header(config_path: Path) -> Dict[str, str]:
         raise NotANerfEditorRunError(
             f"{path} is a '{method}' run, not a nerfeditor run: ns-edit needs the conditional NeRF "
             f"({' / '.join(NERFEDITOR_METHODS)}) to hold the original and the edited scene.",
-            f"train the scene with `ns-train nerfeditor --data <data>` and pass that run's config.yml.",
+            "train the scene with `ns-train nerfeditor --data <data>` and pass that run's config.yml.",
         )
     return {"method_name": method}
 
@@ -455,7 +455,6 @@ def _checkpoint_id(config_path: Path) -> List[Any]:
 
 def step_crops(ctx: EditContext) -> Dict[str, Any]:
     """Step 2: one 3D subject box projected into every view; square crops at the GAN resolution."""
-    import torch
 
     from nerfeditor_ns.edit.crops import extract_crops, project_box
 

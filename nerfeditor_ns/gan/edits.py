@@ -325,7 +325,7 @@ def load_clip(
     model_name: str, weights_path: Union[str, Path], device: Union[str, torch.device] = "cpu"
 ) -> ClipModel:
     """Builds the open_clip architecture ``model_name`` (e.g. ``"ViT-B-32"``) and loads its weights from a local
-    file. Never downloads: no pretrained tag is used, and a missing file is an error naming ``--clip-path``.
+    file. Never downloads: no pretrained tag is used, and a missing file is an error naming ``--clip``.
 
     The model is frozen in eval mode. Mean/std/size come from the model's preprocess config (OpenAI's CLIP
     statistics by default).
@@ -334,7 +334,7 @@ def load_clip(
     if not path.is_file():
         raise FileNotFoundError(
             f"CLIP weights file {path} does not exist. Pass a local open_clip state dict for {model_name!r} with "
-            "--clip-path (e.g. open_clip_pytorch_model.bin of laion/CLIP-ViT-B-32-laion2B-s34B-b79K); nothing is "
+            "--clip (e.g. open_clip_pytorch_model.bin of laion/CLIP-ViT-B-32-laion2B-s34B-b79K); nothing is "
             "downloaded."
         )
     open_clip = _import_open_clip()
