@@ -13,7 +13,7 @@ Usage (CPU size, a couple of minutes on 2 cores)::
     python benchmarks/edit_timings.py
     python benchmarks/edit_timings.py --train-steps 300 --finetune-steps 100 --generator G.pkl --encoder e4e.pt ...
 
-The defaults use the tiny 32 px StyleGAN2 fixture; pass real networks (and a real run) for real-size figures.
+The defaults use the shipped 32 px face StyleGAN2 (tests/data/face_gan32.pt); pass real networks (and a real run) for real-size figures.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import tempfile
 import threading
 import time
@@ -77,9 +78,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--load-config", type=Path, default=None, help="existing nerfeditor run (default: train one)")
     parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "face_small")
     parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--generator", type=Path, default=ROOT / "tests" / "fixtures" / "stylegan2_rosinality_tiny.pt")
+    parser.add_argument("--generator", type=Path, default=ROOT / "tests" / "data" / "face_gan32.pt",
+                        help="StyleGAN2 file (default: the shipped 32 px face generator)")
     parser.add_argument("--mapper-steps", type=int, default=50)
-    parser.add_argument("--edit", nargs="+", default=["--direction", "pc:1:+3"], help="the EDIT flags")
+    parser.add_argument("--edit", default="--direction pc:1:+3",
+                        help="the EDIT flags as one string, e.g. '--reference-image ref.png --mix-layer 3'")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further ns-edit flags after --")
     args = parser.parse_args(argv)
@@ -112,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = root / "edited"
     extra = [a for a in args.extra if a != "--"]
     argv_edit = ["--load-config", str(config), "--generator", str(args.generator), "--cache-dir", str(cache),
-                 "--output-dir", str(out), "--overwrite", "--keep-cache", *args.edit, *extra]
+                 "--output-dir", str(out), "--overwrite", "--keep-cache", *shlex.split(args.edit), *extra]
     started = time.time()
     assert cli.main(argv_edit) == 0
     total_s = time.time() - started
@@ -120,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"\nns-edit step timings on {device}; run {config}; edit {' '.join(args.edit)}")
+    print(f"\nns-edit step timings on {device}; run {config}; edit {args.edit}")
     print(f"(training the run: {train_s:.1f} s, hidden mapper {args.mapper_steps} steps: {mapper_s:.1f} s)")
     print(f"{'step':<10} {'seconds':>9} {'peak RSS MiB':>13} {'peak CUDA MiB':>14}")
     for name in pipeline.STEPS:

@@ -158,8 +158,35 @@ def checkpoint_step(path: Path) -> int:
     return int(Path(path).stem.split("-")[1])
 
 
-def run_finetune(cfg: "TrainerConfig") -> Path:
+def close_event_writers() -> None:
+    """Close and forget nerfstudio's global event writers after a training run.
+
+    nerfstudio keeps its writers in a module-level list that a Trainer never clears: in one process (the demo, the
+    tests, a script that trains then edits) later runs would print every log line several times and log into an
+    earlier run's tensorboard file.
+    """
+    from nerfstudio.utils import writer
+
+    for event_writer in writer.EVENT_WRITERS:
+        tb_writer = getattr(event_writer, "tb_writer", None)
+        if tb_writer is not None:
+            tb_writer.close()
+    writer.EVENT_WRITERS.clear()
+
+
+def scale_learning_rates(trainer, scale: float) -> None:
+    """Multiply every optimizer's current and scheduled learning rates by ``scale`` (after the checkpoint load)."""
+    for scheduler in trainer.optimizers.schedulers.values():
+        scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
+    for optimizer in trainer.optimizers.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] *= scale
+
+
+def run_finetune(cfg: "TrainerConfig", lr_scale: float = 1.0) -> Path:
     """Finetune with nerfstudio's ``Trainer``; returns the final checkpoint path.
+
+    ``lr_scale`` multiplies the learning rates restored from the original run (``ns-edit --finetune-lr-scale``).
 
     A checkpoint from an interrupted earlier attempt is discarded: finetuning restarts from the original weights so
     that the frozen "original model" copy (taken at the first finetuning step) really is the original.
@@ -171,11 +198,18 @@ def run_finetune(cfg: "TrainerConfig") -> Path:
         shutil.rmtree(ckpt_dir)
     trainer = cfg.setup(local_rank=0, world_size=1)
     with nerfstudio_checkpoint_globals():
-        trainer.setup()  # loads the original checkpoint
+        trainer.setup()  # loads the original checkpoint (optimizers and schedulers included)
+    scale_learning_rates(trainer, lr_scale)
+    # nerfstudio counts steps on from the loaded checkpoint but measures progress/ETA against max_num_iterations
+    # alone ("2200 (440%)"); make its progress line count to the real last step.
+    from nerfstudio.utils import writer
+
+    writer.GLOBAL_BUFFER["max_iter"] = trainer._start_step + cfg.max_num_iterations
     try:
         trainer.train()
     finally:
         trainer.shutdown()
+        close_event_writers()
     ckpt = latest_checkpoint(ckpt_dir)
     if ckpt is None:  # pragma: no cover - the Trainer always saves at the end
         raise RuntimeError(f"finetuning wrote no checkpoint into {ckpt_dir}")

@@ -166,6 +166,8 @@ def validate_inputs(args: "EditArgs") -> ValidatedEdit:
         raise EditError("--render-scale must be positive.", "e.g. --render-scale 0.5 renders at half size.")
     if args.finetune_steps is not None and args.finetune_steps < 1:
         raise EditError("--finetune-steps must be at least 1.", "pass a positive number (default: 1/4 of the run's).")
+    if not args.finetune_lr_scale > 0:
+        raise EditError("--finetune-lr-scale must be positive.", "pass e.g. 0.1 (the default) or 1 for the run's rates.")
     flags = {name: getattr(args, name) for name in ("generator", "encoder", "arcface", "clip", "vgg",
                                                    "style_generator", "hidden_mapper", "clip_model", "cache_dir")}
     networks = resolve_networks(flags, args.network_config)
@@ -916,13 +918,13 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
                                        device_type=None if a.device == "auto" else a.device)
         ft.save_config(cfg, work / "config.yml")
         ctx.console.print(f"finetuning {cfg.max_num_iterations} steps on guide sets {names} -> {work}")
-        ckpt = ft.run_finetune(cfg)
+        ckpt = ft.run_finetune(cfg, lr_scale=a.finetune_lr_scale)
         return {"checkpoint": str(ckpt.relative_to(work)) if work in ckpt.parents else str(ckpt),
                 "steps": int(cfg.max_num_iterations), "guide_sets": names,
                 "original_steps": int(original.max_num_iterations)}
 
     steps = a.finetune_steps if a.finetune_steps is not None else "default"
-    return ctx.step("finetune", dict(steps=steps, vis=a.vis), compute)
+    return ctx.step("finetune", dict(steps=steps, vis=a.vis, lr_scale=a.finetune_lr_scale), compute)
 
 
 def load_edited_run(ctx: EditContext):
