@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from nerfeditor_ns.gan.weights_io import read_weights_file
+
 __all__ = [
     "style_mix",
     "component_edit",
@@ -130,18 +132,13 @@ def load_direction(path: Union[str, Path]) -> Union[Float[Tensor, "D"], Float[Te
     Loaded with ``torch.load(weights_only=True)``: nothing in the file is executed.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DirectionFileError(
-            f"direction file {path} does not exist; pass an existing .pt file holding a [w_dim] or [num_ws, w_dim] "
-            "tensor (e.g. --direction smile.pt:2.0)."
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refused or corrupt file
-        raise DirectionFileError(
-            f"cannot read direction file {path} as a weights-only torch file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). Save it with torch.save(tensor, path)."
-        ) from None
+    obj = read_weights_file(
+        path,
+        "Direction",
+        hint="Pass an existing .pt file holding a [w_dim] or [num_ws, w_dim] tensor (e.g. --direction smile.pt:2.0),"
+        " saved with torch.save(tensor, path).",
+        error=DirectionFileError,
+    )
     if isinstance(obj, dict):
         if "direction" in obj and isinstance(obj["direction"], Tensor):
             obj = obj["direction"]

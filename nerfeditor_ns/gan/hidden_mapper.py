@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
 from nerfeditor_ns.gan.augment import AugmentConfig, apply_affine, random_affine
+from nerfeditor_ns.gan.weights_io import read_weights_file
 
 CHECKPOINT_FORMAT = "nerfeditor-ns/hidden-mapper"
 CHECKPOINT_VERSION = 1
@@ -157,18 +157,13 @@ def load_vgg16_weights(features: nn.Sequential, path: Union[str, Path]) -> None:
     """Loads the ``features.*`` tensors of a local torchvision VGG16 checkpoint into ``features`` (restricted
     unpickling). Raises a clear error for a missing file, a non-VGG16 file, or a slim backbone."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise HiddenMapperError(
-            f"VGG16 weights file not found: {path}. Pass the local torchvision checkpoint (vgg16-397923af.pth) as "
-            "HiddenMapperConfig.vgg_weights (--hidden-mapper.vgg-weights), or leave it unset for a random init."
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise HiddenMapperError(
-            f"Could not read {path} as a plain torchvision VGG16 state dict ({type(err).__name__}: {err}). "
-            "Only weights-only checkpoints are accepted."
-        ) from None
+    state = read_weights_file(
+        path,
+        "VGG16 weights",
+        hint="Pass the local torchvision checkpoint (vgg16-397923af.pth) as HiddenMapperConfig.vgg_weights "
+        "(--hidden-mapper.vgg-weights), or leave it unset for a random init.",
+        error=HiddenMapperError,
+    )
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -508,18 +503,13 @@ def _atomic_save(obj: Dict[str, Any], path: Path) -> None:
 
 def _read_checkpoint(path: Path) -> Dict[str, Any]:
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise HiddenMapperError(
-            f"Hidden-mapper checkpoint not found: {path}. Train one with train_hidden_mapper / "
-            "get_or_train_hidden_mapper, or pass the right path."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise HiddenMapperError(
-            f"Could not read {path} as a hidden-mapper checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
-            "Only weights-only files written by nerfeditor-ns are accepted; delete it to retrain."
-        ) from None
+    ckpt = read_weights_file(
+        path,
+        "Hidden-mapper checkpoint",
+        hint="Train one with train_hidden_mapper / get_or_train_hidden_mapper (ns-edit train-mapper), or pass the "
+        "right path.",
+        error=HiddenMapperError,
+    )
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise HiddenMapperError(
             f"{path} is not a nerfeditor-ns hidden-mapper checkpoint (no '{CHECKPOINT_FORMAT}' tag)."

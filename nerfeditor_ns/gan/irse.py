@@ -10,13 +10,14 @@ Also holds the restricted checkpoint reader and the key check used by both loade
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Tuple, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+
+from nerfeditor_ns.gan.weights_io import WeightsFileError, read_weights_file  # re-exported for the loaders
 
 
 class UnitSpec(NamedTuple):
@@ -108,45 +109,8 @@ def make_body(num_layers: int = 50, use_se: bool = True) -> nn.Sequential:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Restricted checkpoint reading shared by the loaders
+# State-dict helpers shared by the loaders (files are read by nerfeditor_ns.gan.weights_io)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class WeightsFileError(ValueError):
-    """A network weights file is missing, unreadable, or not in the expected layout (message says how to fix)."""
-
-
-def read_weights_file(path: Union[str, Path], what: str, flag: str) -> object:
-    """`torch.load` with restricted unpickling (tensors and plain containers only), with clear errors.
-
-    Args:
-        path: file to read.
-        what: human name of the network, e.g. "e4e encoder".
-        flag: the option through which the user passes this file, quoted in error messages.
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsFileError(
-            f"{what} weights not found at '{p}'. Pass the local file with {flag} (nothing is downloaded)."
-        )
-    try:
-        try:
-            return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(err) and "zip" not in str(err):
-                raise
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise WeightsFileError(
-            f"{what} file '{p}' holds objects other than tensors and plain containers; it is not loaded because "
-            f"only restricted unpickling is allowed. Re-save it as a state dict (torch.save(model.state_dict())). "
-            f"Detail: {str(err).splitlines()[0]}"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - any other failure of the reader means "not a readable checkpoint"
-        raise WeightsFileError(
-            f"could not read {what} file '{p}' as a PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'empty'}). Check the path given with {flag}."
-        ) from None
 
 
 def strip_prefix(state: Mapping[str, Tensor], prefix: str) -> Dict[str, Tensor]:
