@@ -262,6 +262,16 @@ class EditContext:
     def networks(self) -> NetworkPaths:
         return self.checked.networks
 
+    def network(self, name: str, loader: Callable[[Path], Any]) -> Any:
+        """The optional network ``name`` (a key of ``NETWORK_SOURCES``), loaded once through :func:`load_network`
+        and kept in ``nets``; ``None`` when its file was not given."""
+        path = getattr(self.networks, name)
+        if path is None:
+            return None
+        if name not in self.nets:
+            self.nets[name] = load_network(name, path, loader)
+        return self.nets[name]
+
     def original(self):
         """(config, pipeline) of the original run, loaded with nerfstudio's ``eval_setup``."""
         if self._pipeline is None:
@@ -545,24 +555,23 @@ def step_masks(ctx: EditContext) -> Dict[str, Any]:
 
 def _perceptual(ctx: EditContext):
     """VGG16 perceptual loss (None without --vgg)."""
-    if ctx.networks.vgg is None:
-        return None
-    if "vgg" not in ctx.nets:
-        from nerfeditor_ns.gan.losses import PerceptualLoss
+    from nerfeditor_ns.gan.losses import PerceptualLoss
 
-        ctx.nets["vgg"] = load_network("vgg", ctx.networks.vgg, lambda p: PerceptualLoss(p).to(ctx.device))
-    return ctx.nets["vgg"]
+    return ctx.network("vgg", lambda p: PerceptualLoss(p).to(ctx.device))
 
 
 def _identity(ctx: EditContext):
     """ArcFace identity loss (None without --arcface)."""
-    if ctx.networks.arcface is None:
-        return None
-    if "arcface" not in ctx.nets:
-        from nerfeditor_ns.gan.losses import IdentityLoss
+    from nerfeditor_ns.gan.losses import IdentityLoss
 
-        ctx.nets["arcface"] = load_network("arcface", ctx.networks.arcface, lambda p: IdentityLoss(p).to(ctx.device))
-    return ctx.nets["arcface"]
+    return ctx.network("arcface", lambda p: IdentityLoss(p).to(ctx.device))
+
+
+def _explicit_hidden_mapper(ctx: EditContext, generator) -> "Any":
+    """The mapper given with --hidden-mapper, checked against ``generator`` (None when not given)."""
+    from nerfeditor_ns.gan import hidden_mapper as hm
+
+    return ctx.network("hidden_mapper", lambda p: hm.load_hidden_mapper(p, generator=generator, device=ctx.device))
 
 
 def _encoder(ctx: EditContext):
@@ -602,13 +611,7 @@ def preflight(ctx: EditContext) -> None:
     _identity(ctx)
     if mode == "prompt":
         load_clip_model(ctx)
-    if ctx.networks.hidden_mapper is not None:
-        from nerfeditor_ns.gan import hidden_mapper as hm
-
-        gen = ctx.style_generator() if mode == "style_image" else G
-        ctx.nets["hidden_mapper"] = load_network(
-            "hidden_mapper", ctx.networks.hidden_mapper, lambda p: hm.load_hidden_mapper(p, generator=gen, device=ctx.device)
-        )
+    _explicit_hidden_mapper(ctx, ctx.style_generator() if mode == "style_image" else G)
     if mode == "reference_image" and not 0 <= a.mix_layer <= G.num_ws:
         raise EditError(f"--mix-layer {a.mix_layer} is outside 0..{G.num_ws} (the generator has {G.num_ws} W+ rows).",
                         f"pick a layer between 0 and {G.num_ws}.")
@@ -778,13 +781,10 @@ def load_clip_model(ctx: EditContext):
     """The open_clip model of --clip / --clip-model (never downloaded)."""
     from nerfeditor_ns.gan import edits
 
-    if "clip" not in ctx.nets:
-        try:
-            ctx.nets["clip"] = load_network("clip", ctx.networks.clip,
-                                            lambda p: edits.load_clip(ctx.networks.clip_model, p, device=ctx.device))
-        except ImportError as err:
-            raise EditError(str(err), f"install the optional CLIP dependency: {edits.CLIP_INSTALL_HINT}.") from None
-    return ctx.nets["clip"]
+    try:
+        return ctx.network("clip", lambda p: edits.load_clip(ctx.networks.clip_model, p, device=ctx.device))
+    except ImportError as err:
+        raise EditError(str(err), f"install the optional CLIP dependency: {edits.CLIP_INSTALL_HINT}.") from None
 
 
 def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> "Any":
@@ -792,11 +792,7 @@ def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> "Any
     from nerfeditor_ns.gan import hidden_mapper as hm
 
     if ctx.networks.hidden_mapper is not None:
-        if "hidden_mapper" not in ctx.nets:
-            ctx.nets["hidden_mapper"] = load_network(
-                "hidden_mapper", ctx.networks.hidden_mapper,
-                lambda p: hm.load_hidden_mapper(p, generator=generator, device=ctx.device))
-        return ctx.nets["hidden_mapper"]
+        return _explicit_hidden_mapper(ctx, generator)
     cached = find_cached_mapper(ctx.networks.cache_dir, generator_path)
     if cached is not None:
         ctx.console.print(f"hidden mapper: using the cached {cached}")
