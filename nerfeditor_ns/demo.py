@@ -29,6 +29,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from nerfeditor_ns.io_utils import to_uint8
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENE = REPO_ROOT / "tests" / "data" / "face_small"
 DEFAULT_GENERATOR = REPO_ROOT / "tests" / "data" / "face_gan32.pt"
@@ -106,10 +108,6 @@ class DemoResult:
     """grid / video / metrics / config / frontal images of the edited run."""
     timings_s: Dict[str, float] = field(default_factory=dict)
     """Wall seconds of train / render / mapper / edit."""
-
-
-def _to_uint8(image) -> np.ndarray:
-    return (image.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def contact_sheet(pairs: List[np.ndarray], gap: int = 4) -> np.ndarray:
@@ -206,7 +204,7 @@ def render_held_out(cfg: DemoConfig, pipeline, console):
         gt = dataset.get_image_float32(index).to(render.device)[..., :3]
         psnr = float(-10.0 * torch.log10(torch.mean((render - gt) ** 2)))
         psnrs.append(psnr)
-        pair = np.concatenate([_to_uint8(gt), _to_uint8(render)], axis=1)
+        pair = np.concatenate([to_uint8(gt), to_uint8(render)], axis=1)
         pairs.append(pair)
         path = cfg.output_dir / f"view_{n:02d}.png"
         Image.fromarray(pair).save(path)

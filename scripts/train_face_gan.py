@@ -27,12 +27,12 @@ import tyro
 from nerfeditor_ns.gan.gan_training import (
     FaceGANConfig,
     FaceGANTrainer,
-    atomic_torch_save,
     image_grid,
     load_image_folder,
     sample_batch,
     save_rosinality_checkpoint,
 )
+from nerfeditor_ns.io_utils import atomic_torch_save
 
 
 @dataclass

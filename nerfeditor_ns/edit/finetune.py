@@ -142,7 +142,7 @@ def save_config(cfg: "TrainerConfig", path: Path) -> None:
     """Write a nerfstudio ``config.yml`` (same YAML dump as ``ExperimentConfig.save_config``), atomically."""
     import yaml
 
-    from nerfeditor_ns.edit.run_dir import atomic_write_text
+    from nerfeditor_ns.io_utils import atomic_write_text
 
     atomic_write_text(Path(path), yaml.dump(cfg))
 

@@ -19,13 +19,13 @@ No torch import here: resolution runs before the heavy parts of the edit.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from nerfeditor_ns.edit.errors import EditError, MissingNetworkError
+from nerfeditor_ns.io_utils import file_sha256
 
 #: network name -> (command-line flag, environment variable, what it is for)
 NETWORK_SOURCES: Dict[str, tuple] = {
@@ -191,23 +191,11 @@ def check_networks_for_mode(paths: NetworkPaths, mode: str) -> List[str]:
     return notes
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file (recorded in edit.json so an edit names exactly the weights it used)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def network_hashes(paths: NetworkPaths) -> Dict[str, Dict[str, str]]:
     """``{name: {"path": ..., "sha256": ...}}`` for every network that is set."""
     out = {}
     for name in NETWORK_SOURCES:
         p = getattr(paths, name)
         if p is not None and Path(p).is_file():
-            out[name] = {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}
+            out[name] = {"path": str(Path(p).resolve()), "sha256": file_sha256(p)}
     return out

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Tuple, Union
@@ -25,31 +23,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from nerfeditor_ns.io_utils import atomic_write_text, image_to_uint8
+
 if TYPE_CHECKING:
     from nerfstudio.cameras.cameras import Cameras
 
     from nerfeditor_ns.edit.views import CaptureGeometry
 
 ImageLike = Union[Tensor, np.ndarray]
-
-
-def to_uint8(image: ImageLike) -> np.ndarray:
-    """[H,W,3] (or [3,H,W] tensor) float in [0,1] or uint8 -> uint8 numpy [H,W,3]."""
-    if isinstance(image, Tensor):
-        image = image.detach().cpu()
-        if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
-            image = image.permute(1, 2, 0)
-        image = image.numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
-        raise ValueError(f"Expected an image [H, W, 3], got shape {arr.shape}.")
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return arr
 
 
 def save_grid(
@@ -74,7 +55,7 @@ def save_grid(
         first = next((im for _, images in columns for im in images if im is not None), None)
         if first is None:
             raise ValueError("save_grid got no images at all.")
-        h, w = to_uint8(first).shape[:2]
+        h, w = image_to_uint8(first).shape[:2]
     else:
         h, w = cell_size
     ncol = len(columns)
@@ -88,7 +69,7 @@ def save_grid(
             if image is None:
                 cell = Image.new("RGB", (w, h), (128, 128, 128))
             else:
-                cell = Image.fromarray(to_uint8(image))
+                cell = Image.fromarray(image_to_uint8(image))
                 if cell.size != (w, h):
                     cell = cell.resize((w, h), Image.BILINEAR)
             canvas.paste(cell, (x, y))
@@ -109,7 +90,7 @@ def _ffmpeg_available() -> bool:
 
 def save_turntable(frames: Union[Sequence[ImageLike], ImageLike], path: Path, fps: int = 24) -> Path:
     """Write frames [T,H,W,3] (uint8 or float in [0,1]) as mp4 (bundled ffmpeg) or GIF; returns the path written."""
-    frames_u8 = [to_uint8(f) for f in frames]
+    frames_u8 = [image_to_uint8(f) for f in frames]
     if not frames_u8:
         raise ValueError("save_turntable got no frames.")
     if len({f.shape for f in frames_u8}) > 1:
@@ -196,16 +177,5 @@ def _jsonable(value: Any) -> Any:
 
 def write_json_atomic(data: Any, path: Path) -> Path:
     """Write ``data`` as indented JSON atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, text + "\n")

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from nerfeditor_ns.edit.errors import EditError, NotANerfEditorRunError, check_stop_after, out_of_memory_hint
 from nerfeditor_ns.edit.finetune import NERFEDITOR_METHODS
 from nerfeditor_ns.edit.networks import NetworkPaths, check_networks_for_mode, resolve_networks
-from nerfeditor_ns.edit.run_dir import EDIT_RECORD, RunDir, atomic_write_text, step_key
+from nerfeditor_ns.edit.run_dir import EDIT_RECORD, RunDir, step_key
+from nerfeditor_ns.io_utils import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerfeditor_ns.edit.cli import EditArgs, TrainMapperArgs
@@ -118,9 +119,9 @@ def edit_spec(args: "EditArgs", mode: str) -> Dict[str, Any]:
     value = getattr(args, mode)
     spec: Dict[str, Any] = {"mode": mode, "value": str(value)}
     if mode in ("reference_image", "edited_image", "style_image"):
-        from nerfeditor_ns.edit.networks import sha256_file
+        from nerfeditor_ns.io_utils import file_sha256
 
-        spec["sha256"] = sha256_file(Path(value))
+        spec["sha256"] = file_sha256(value)
     if mode == "reference_image":
         spec["mix_layer"] = args.mix_layer
     return spec
@@ -360,7 +361,7 @@ class EditContext:
             started = time.time()
             with out_of_memory_hint(name, OOM_FLAGS.get(name, ["--render-chunk"])):
                 result = compute()
-            from nerfeditor_ns.edit.run_dir import atomic_torch_save
+            from nerfeditor_ns.io_utils import atomic_torch_save
 
             atomic_torch_save(result, path)
             self.run.mark_done(name, key, time.time() - started)

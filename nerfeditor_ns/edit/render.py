@@ -129,11 +129,9 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from nerfeditor_ns.io_utils import progress_bar
 
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-        )
+        self._bar = progress_bar(transient=True)
         self._bar.__enter__()
         task = self._bar.add_task(self.description, total=self.total)
         return lambda: self._bar.advance(task)

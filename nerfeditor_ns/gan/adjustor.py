@@ -333,16 +333,9 @@ def train_adjustor(
     history: Dict[str, List[float]] = {"total": [], "reconstruction": [], "entropy": []}
     n = images.shape[0]
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from nerfeditor_ns.io_utils import progress_bar
 
-    bar = Progress(
-        TextColumn("[bold blue]latent code adjustor"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeRemainingColumn(),
-        disable=not progress,
-    )
+    bar = progress_bar("latent code adjustor", enabled=progress)
     adjustor.train()
     with bar:
         task = bar.add_task("", total=steps)

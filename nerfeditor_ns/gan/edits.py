@@ -443,12 +443,9 @@ def clip_optimize(
     def code() -> Tensor:
         return torch.cat([w0[:, :start], w0[:, start:end] + delta, w0[:, end:]], dim=1)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from nerfeditor_ns.io_utils import progress_bar
 
-    bar = Progress(
-        TextColumn("[bold blue]CLIP edit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-        disable=not progress,
-    )
+    bar = progress_bar("CLIP edit", enabled=progress)
     with bar:
         task = bar.add_task("", total=steps)
         for step in range(steps):

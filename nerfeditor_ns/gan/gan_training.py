@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from nerfeditor_ns.gan.checkpoints import DEFAULT_MAPPING_LR_MUL, generator_from_checkpoint
 from nerfeditor_ns.gan.discriminator import ResidualDiscriminator
 from nerfeditor_ns.gan.stylegan2 import StyleGAN2Generator
+from nerfeditor_ns.io_utils import atomic_torch_save
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -210,19 +211,6 @@ def generator_to_rosinality(G: StyleGAN2Generator) -> "OrderedDict[str, Tensor]"
     for j in range(G.num_layers):
         out[f"noises.noise_{j}"] = sd[f"layers.{j}.noise_const"]
     return out
-
-
-def atomic_torch_save(obj: Any, path: Union[str, os.PathLike]) -> None:
-    """``torch.save`` to a temporary file in the same directory, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_rosinality_checkpoint(

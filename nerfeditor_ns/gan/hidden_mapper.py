@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 
 from nerfeditor_ns.gan.augment import AugmentConfig, apply_affine, random_affine
 from nerfeditor_ns.gan.weights_io import read_weights_file
+from nerfeditor_ns.io_utils import atomic_torch_save, file_sha256, progress_bar
 
 CHECKPOINT_FORMAT = "nerfeditor-ns/hidden-mapper"
 CHECKPOINT_VERSION = 1
@@ -488,19 +488,6 @@ def config_key(config: HiddenMapperConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _atomic_save(obj: Dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_checkpoint(path: Path) -> Dict[str, Any]:
     path = Path(path).expanduser()
     ckpt = read_weights_file(
@@ -526,28 +513,6 @@ def _check_fingerprint(ckpt: Dict[str, Any], path: Path, fingerprint: str) -> No
             f"{str(ckpt.get('generator_fingerprint'))[:12]}..., this generator is {fingerprint[:12]}...). Use the "
             "mapper trained for this generator, or delete the file / pass another path to train a new one."
         )
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold blue]hidden mapper"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def train_hidden_mapper(
@@ -606,7 +571,7 @@ def train_hidden_mapper(
     def save() -> None:
         if out_path is None:
             return
-        _atomic_save(
+        atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
                 "version": CHECKPOINT_VERSION,
@@ -626,7 +591,7 @@ def train_hidden_mapper(
     end = config.num_iterations if max_steps is None else min(config.num_iterations, step + max_steps)
     losses: List[float] = []
     mapper.train()
-    with _progress(progress) as bar:
+    with progress_bar("hidden mapper", enabled=progress, elapsed=True) as bar:
         task = bar.add_task("", total=config.num_iterations, completed=step)
         while step < end:
             ws_a = _sample_ws(generator, config.batch_size, config.truncation_psi, rng, device)
@@ -684,15 +649,6 @@ def load_hidden_mapper(
         ) from None
     mapper.training_step = int(ckpt.get("step", 0))
     return mapper.to(device).eval()
-
-
-def file_sha256(path: Union[str, Path], chunk_size: int = 1 << 22) -> str:
-    """SHA-256 of a whole file (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nerfeditor_ns.gan.losses import pixel_loss, resize_square
+from nerfeditor_ns.io_utils import progress_bar
 
 
 def lr_schedule(t: float, base_lr: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
@@ -133,7 +134,7 @@ def project(
         params += noises
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
 
-    progress = None if quiet else _progress()
+    progress = None if quiet else progress_bar(transient=True)
     task = progress.add_task("Projecting into W+", total=n_steps) if progress is not None else None
     try:
         if progress is not None:
@@ -174,12 +175,6 @@ def project(
 
 def _device_gen(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed + 1)
-
-
-def _progress():
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), transient=True)
 
 
 __all__ = ["project", "ProjectionConfig", "lr_schedule", "noise_regularization"]

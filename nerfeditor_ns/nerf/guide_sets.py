@@ -33,6 +33,8 @@ from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 
+from nerfeditor_ns.io_utils import to_uint8
+
 GUIDE_SET_FORMAT = "nerfeditor-guide-set"
 GUIDE_SET_LIST_FORMAT = "nerfeditor-guide-set-list"
 FORMAT_VERSION = 1
@@ -149,12 +151,12 @@ class GuideSet:
         from PIL import Image
 
         (directory / "images").mkdir(parents=True)
-        images = _to_uint8(self.images)
+        images = to_uint8(self.images)
         for i, img in enumerate(images):
             Image.fromarray(img).save(directory / "images" / f"{i:05d}.png")
         if self.masks is not None:
             (directory / "masks").mkdir()
-            masks = _to_uint8(self.masks)[..., 0]
+            masks = to_uint8(self.masks)[..., 0]
             for i, mask in enumerate(masks):
                 Image.fromarray(mask).save(directory / "masks" / f"{i:05d}.png")
         _write_json(directory / CAMERAS_FILE, cameras_to_dict(self.cameras))
@@ -315,10 +317,6 @@ def cameras_from_dict(data: Dict[str, Any]) -> Cameras:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _to_uint8(t: Tensor) -> np.ndarray:
-    return (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
 def _write_json(path: Path, data: Any) -> None:
