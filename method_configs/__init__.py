@@ -9,62 +9,22 @@ no optional heavy package (open_clip, lpips, tinycudann, torchvision.models).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Optional
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfeditor_ns.nerf.datamanager import GuideSetDataManagerConfig
 from nerfeditor_ns.nerf.model import NerfEditorModelConfig
+from nerfeditor_ns.nerf.ns_compat import FloatExponentialDecaySchedulerConfig
 
 __all__ = ["make_nerfeditor_config", "nerfeditor", "nerfeditor_tiny", "FloatExponentialDecaySchedulerConfig"]
 
-
-class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
-    """nerfacto's exponential decay (with warmup), computed in Python floats.
-
-    nerfstudio's version returns numpy floats, which end up in the optimiser / scheduler state of every checkpoint;
-    torch >= 2.6 loads checkpoints with ``weights_only=True`` and refuses numpy scalars, so ``eval_setup`` and
-    ``--load-dir`` fail on such checkpoints. Same schedule, plain floats.
-    """
-
-    config: "FloatExponentialDecaySchedulerConfig"
-
-    def get_scheduler(self, optimizer, lr_init: float):
-        from torch.optim import lr_scheduler
-
-        c = self.config
-        lr_final = lr_init if c.lr_final is None else c.lr_final
-
-        def multiplier(step: int) -> float:
-            if step < c.warmup_steps:
-                if c.ramp == "cosine":
-                    ramp = math.sin(0.5 * math.pi * min(max(step / c.warmup_steps, 0.0), 1.0))
-                else:
-                    ramp = step / c.warmup_steps
-                lr = c.lr_pre_warmup + (lr_init - c.lr_pre_warmup) * ramp
-            else:
-                t = min(max((step - c.warmup_steps) / (c.max_steps - c.warmup_steps), 0.0), 1.0)
-                lr = math.exp(math.log(lr_init) * (1 - t) + math.log(lr_final) * t)
-            return float(lr / lr_init)
-
-        return lr_scheduler.LambdaLR(optimizer, lr_lambda=multiplier)
-
-
-@dataclass
-class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
-    """nerfacto's exponential decay schedule; checkpoints stay loadable with ``torch.load(weights_only=True)``."""
-
-    _target: Type = field(default_factory=lambda: FloatExponentialDecayScheduler)
-    """target class to instantiate"""
 
 TINY_MODEL_ARGS: Dict[str, Any] = dict(
     num_levels=8,

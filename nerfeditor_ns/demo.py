@@ -174,7 +174,7 @@ def train_original(cfg: DemoConfig, console):
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()
-    from nerfeditor_ns.edit.finetune import close_event_writers
+    from nerfeditor_ns.nerf.ns_compat import close_event_writers
 
     close_event_writers()  # the edit's finetuning (same process) must not append to this run's logs
     return trainer, config.get_base_dir() / "config.yml"
@@ -222,21 +222,14 @@ def _device_flag(device_type: str) -> str:
 def ensure_hidden_mapper(cfg: DemoConfig, cache_root: Path, device: str, console) -> Path:
     """The slim hidden mapper of ``cfg.generator``: from the cache, or trained with ``ns-edit train-mapper``."""
     from nerfeditor_ns.edit import cli
-    from nerfeditor_ns.edit.pipeline import mapper_cache_dir, mapper_config
-    from nerfeditor_ns.edit.run_dir import safe_torch_load
-    from nerfeditor_ns.gan.hidden_mapper import hidden_mapper_cache_path
+    from nerfeditor_ns.edit.mapper_cache import cached_mapper_path, finished_mapper, mapper_config
 
     # the same settings `ns-edit train-mapper --slim --steps S --batch B --seed 0` uses -> the same cache file
     settings = mapper_config(None, cfg.mapper_steps, slim=True, seed=0, batch=cfg.mapper_batch)
-    path = hidden_mapper_cache_path(cfg.generator, mapper_cache_dir(cache_root), settings)
-    if path.is_file():
-        try:
-            finished = bool(safe_torch_load(path).get("finished", False))
-        except Exception:  # damaged cache entry: train-mapper resumes or retrains it
-            finished = False
-        if finished:
-            console.print(f"hidden mapper: cached {path} (delete it to retrain)")
-            return path
+    path = cached_mapper_path(cfg.generator, cache_root, settings)
+    if finished_mapper(path) is not None:
+        console.print(f"hidden mapper: cached {path} (delete it to retrain)")
+        return path
     console.rule(f"[bold]ns-edit train-mapper ({cfg.mapper_steps} steps, slim backbone)")
     argv = ["train-mapper", "--generator", str(cfg.generator), "--slim", "--steps", str(cfg.mapper_steps),
             "--batch", str(cfg.mapper_batch), "--seed", "0", "--cache-dir", str(cache_root), "--device", device]

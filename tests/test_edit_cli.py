@@ -13,7 +13,7 @@ import pytest
 from nerfeditor_ns.edit import cli
 from nerfeditor_ns.edit.errors import EditError, MissingNetworkError, NotANerfEditorRunError, OutputExistsError
 from nerfeditor_ns.edit.networks import check_networks_for_mode, resolve_networks
-from nerfeditor_ns.edit.pipeline import check_direction, read_run_header, validate_inputs
+from nerfeditor_ns.edit.checks import check_direction, read_run_header, validate_inputs
 from nerfeditor_ns.edit.run_dir import RunDir, is_finished_run, step_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,6 +198,24 @@ def test_direction_syntax(tmp_path):
     for bad in ("pc:7", "pc:-1:2", f"{f}", f"{f}:abc"):
         with pytest.raises(EditError):
             check_direction(bad)
+
+
+def test_direction_layer_range_is_accepted_by_the_cli_check(tmp_path, capsys):
+    """ns-edit checks --direction with the GAN side's own grammar, so the documented :START-END suffix passes."""
+    from nerfeditor_ns.gan.direction_spec import DirectionSpec
+
+    config = fake_run(tmp_path)
+    checked = validate_inputs(cli.parse(argv_for(config, "--direction", "pc:0:-2:0-4")))
+    assert checked.mode == "direction"
+    assert checked.direction == DirectionSpec("pc", -2.0, component=0, layers=(0, 4))
+    f = tmp_path / "smile.pt"
+    f.write_bytes(b"x")
+    assert validate_inputs(cli.parse(argv_for(config, "--direction", f"{f}:1.5:2-6"))).direction.layers == (2, 6)
+    for bad, expected in (("pc:0:-2:4-0", "start < end"), ("pc:0:-2:0-4:1", "expected"), ("pc:0:-2:0-x", "expected")):
+        assert cli.main(argv_for(config, "--direction", bad)) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "pc:INDEX:STRENGTH[:START-END]" in err and "Traceback" not in err
+        assert not list((tmp_path / "outputs").rglob("*.partial"))
 
 
 # ------------------------------------------------------------------------------------------------ run dir

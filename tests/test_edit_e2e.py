@@ -19,7 +19,7 @@ import torch
 
 from nerfeditor_ns.edit import cli
 from nerfeditor_ns.edit.errors import STOP_AFTER_ENV
-from nerfeditor_ns.edit.finetune import nerfstudio_checkpoint_globals
+from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "face_small"
@@ -105,7 +105,7 @@ def _check_new_run(ws, out: Path, finetune_steps: int = FINETUNE_STEPS) -> Dict:
     assert [s.name for s in sets] == ["in_domain", "out_of_domain"] and sets[0].masks is not None
     assert _tree_digest(ws["run"]) == ws["digest"], "the original run was modified"
 
-    with nerfstudio_checkpoint_globals():  # torch 2.14 + nerfstudio 1.1.5 checkpoints, see finetune.py
+    with nerfstudio_checkpoint_globals():  # torch 2.14 + nerfstudio 1.1.5 checkpoints, see nerf/ns_compat.py
         config, pipeline, ckpt, step = eval_setup(out / "config.yml", test_mode="test")
     assert out in ckpt.parents and step == TRAIN_STEPS - 1 + finetune_steps
     assert config.pipeline.model.finetune and Path(config.pipeline.datamanager.guide_sets_dir).parent == out

@@ -14,39 +14,12 @@ original + finetune steps); output into the new run directory.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerfstudio.engine.trainer import TrainerConfig
-
-#: method names of this plugin; a config naming anything else is not a nerfeditor run
-NERFEDITOR_METHODS = ("nerfeditor", "nerfeditor-tiny")
-
-
-@contextlib.contextmanager
-def nerfstudio_checkpoint_globals() -> Iterator[None]:
-    """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default) read nerfstudio checkpoints.
-
-    nerfstudio 1.1.5's schedulers store learning rates as numpy float64 scalars (``optimizers/*/param_groups/lr``,
-    ``schedulers/*/_last_lr``), which the restricted unpickler refuses, so nerfstudio's own ``eval_setup`` and
-    ``Trainer`` cannot load any checkpoint under torch 2.14. This allows exactly the numpy scalar reconstructor and
-    the float dtypes it needs -- plain data, no code -- for the duration of the block.
-    """
-    import numpy as np
-    import torch
-
-    try:  # numpy 1.x
-        from numpy.core.multiarray import scalar
-    except ImportError:  # pragma: no cover - numpy 2.x
-        from numpy._core.multiarray import scalar
-    allowed = [scalar, np.dtype]
-    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
-    with torch.serialization.safe_globals(allowed):
-        yield
-
 
 def default_finetune_steps(original: "TrainerConfig") -> int:
     """About 1/4 of the original run's iterations (paper Sec. 3.4), at least 1."""
@@ -158,22 +131,6 @@ def checkpoint_step(path: Path) -> int:
     return int(Path(path).stem.split("-")[1])
 
 
-def close_event_writers() -> None:
-    """Close and forget nerfstudio's global event writers after a training run.
-
-    nerfstudio keeps its writers in a module-level list that a Trainer never clears: in one process (the demo, the
-    tests, a script that trains then edits) later runs would print every log line several times and log into an
-    earlier run's tensorboard file.
-    """
-    from nerfstudio.utils import writer
-
-    for event_writer in writer.EVENT_WRITERS:
-        tb_writer = getattr(event_writer, "tb_writer", None)
-        if tb_writer is not None:
-            tb_writer.close()
-    writer.EVENT_WRITERS.clear()
-
-
 def scale_learning_rates(trainer, scale: float) -> None:
     """Multiply every optimizer's current and scheduled learning rates by ``scale`` (after the checkpoint load)."""
     for scheduler in trainer.optimizers.schedulers.values():
@@ -192,6 +149,8 @@ def run_finetune(cfg: "TrainerConfig", lr_scale: float = 1.0) -> Path:
     that the frozen "original model" copy (taken at the first finetuning step) really is the original.
     """
     import shutil
+
+    from nerfeditor_ns.nerf.ns_compat import close_event_writers, nerfstudio_checkpoint_globals
 
     ckpt_dir = Path(cfg.get_checkpoint_dir())
     if ckpt_dir.exists():

@@ -20,7 +20,7 @@ _LAZY: Dict[str, str] = {
     "GeneratorSpec": "stylegan2",
     "UnsafeCheckpointError": "safe_pickle",
     "restricted_load": "safe_pickle",
-    # other parts of issue 3
+    # encoder, identity network, decomposition (Sec. 3.2, Eqs. 7-9)
     "load_encoder": "encoder",
     "load_arcface": "arcface",
     "top_eigenvectors": "decomposition",
@@ -36,7 +36,8 @@ _LAZY: Dict[str, str] = {
     "component_edit": "edits",
     "load_direction": "edits",
     "apply_direction": "edits",
-    "parse_direction_spec": "edits",
+    "DirectionSpec": "direction_spec",
+    "parse_direction_spec": "direction_spec",
     "load_clip": "edits",
     "clip_optimize": "edits",
     # hidden mapper (Sec. 3.3, Alg. 1)

@@ -17,7 +17,6 @@ Codes are W+ tensors ``[num_ws, w_dim]`` (or batched ``[B, num_ws, w_dim]``).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from nerfeditor_ns.gan.direction_spec import DirectionSpec, parse_direction_spec
 from nerfeditor_ns.gan.weights_io import read_weights_file
 
 __all__ = [
@@ -186,67 +186,6 @@ def apply_direction(
     out = w.clone()
     out[..., start:end, :] += float(strength) * d
     return out
-
-
-@dataclass(frozen=True)
-class DirectionSpec:
-    """A parsed ``--direction`` value."""
-
-    kind: str
-    """"pc" (principal component of W) or "file" (a saved direction)."""
-    strength: float
-    """Strength: in standard deviations for "pc", in the file's units for "file"."""
-    component: Optional[int] = None
-    """Component index (0-based) for "pc"."""
-    path: Optional[Path] = None
-    """Direction file for "file"."""
-    layers: Optional[Tuple[int, int]] = None
-    """Rows [start, end) of the W+ code to edit; None = all rows."""
-
-
-_SPEC_HELP = (
-    "expected 'pc:<component>:<strength>[:<start>-<end>]' (e.g. pc:7:+3 or pc:0:-2:0-4) or "
-    "'<file.pt>:<strength>[:<start>-<end>]' (e.g. smile.pt:2.0)"
-)
-_LAYERS_RE = re.compile(r"^(\d+)-(\d+)$")
-
-
-def _parse_float(text: str, spec: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"direction spec {spec!r}: strength {text!r} is not a number; {_SPEC_HELP}.") from None
-    if not math.isfinite(value):
-        raise ValueError(f"direction spec {spec!r}: strength must be finite; {_SPEC_HELP}.")
-    return value
-
-
-def parse_direction_spec(spec: str) -> DirectionSpec:
-    """Parses ``"pc:7:+3"`` (component 7, +3 standard deviations) or ``"file.pt:2.0"`` (file, strength 2), each
-    with an optional row range suffix ``":start-end"``. Raises ValueError naming the problem and the format."""
-    text = spec.strip()
-    if not text:
-        raise ValueError(f"empty direction spec; {_SPEC_HELP}.")
-    parts = text.split(":")
-    layers = None
-    if len(parts) >= 3 and _LAYERS_RE.match(parts[-1]):
-        m = _LAYERS_RE.match(parts[-1])
-        layers = (int(m.group(1)), int(m.group(2)))
-        if layers[0] >= layers[1]:
-            raise ValueError(f"direction spec {spec!r}: layer range {parts[-1]} must have start < end.")
-        parts = parts[:-1]
-    if parts[0].lower() == "pc":
-        if len(parts) != 3:
-            raise ValueError(f"direction spec {spec!r}: {_SPEC_HELP}.")
-        if not re.fullmatch(r"\d+", parts[1]):
-            raise ValueError(f"direction spec {spec!r}: component {parts[1]!r} is not a non-negative integer.")
-        return DirectionSpec("pc", _parse_float(parts[2], spec), component=int(parts[1]), layers=layers)
-    if len(parts) < 2:
-        raise ValueError(f"direction spec {spec!r} has no strength; {_SPEC_HELP}.")
-    path_text = ":".join(parts[:-1])  # paths may contain ':' (e.g. Windows drives)
-    if not path_text:
-        raise ValueError(f"direction spec {spec!r} has no file; {_SPEC_HELP}.")
-    return DirectionSpec("file", _parse_float(parts[-1], spec), path=Path(path_text), layers=layers)
 
 
 def apply_direction_spec(

@@ -651,6 +651,21 @@ def load_hidden_mapper(
     return mapper.to(device).eval()
 
 
+def is_finished_mapper(path: Union[str, Path], num_iterations: Optional[int] = None) -> bool:
+    """The cache policy: ``path`` holds a hidden mapper whose training finished (and ran at least ``num_iterations``
+    steps, when given). A missing, damaged or foreign file is not finished (never an error here)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return False
+    try:
+        ckpt = _read_checkpoint(path)
+    except Exception:  # a damaged cache entry is skipped, not fatal
+        return False
+    if not ckpt.get("finished", False):
+        return False
+    return num_iterations is None or int(ckpt.get("step", 0)) >= int(num_iterations)
+
+
 def default_cache_dir() -> Path:
     """``$NERFEDITOR_CACHE/hidden_mappers`` if the variable is set, else ``~/.cache/nerfeditor-ns/hidden_mappers``."""
     root = os.environ.get("NERFEDITOR_CACHE")
@@ -692,11 +707,9 @@ def get_or_train_hidden_mapper(
         generator = load_generator(generator_path)
     if device is not None:
         generator = generator.to(device)
-    if path.exists():
-        ckpt = _read_checkpoint(path)
-        if ckpt.get("finished", False) and int(ckpt.get("step", 0)) >= config.num_iterations:
-            target = device if device is not None else next(generator.parameters()).device
-            return load_hidden_mapper(path, generator=generator, device=target)
+    if is_finished_mapper(path, config.num_iterations):
+        target = device if device is not None else next(generator.parameters()).device
+        return load_hidden_mapper(path, generator=generator, device=target)
     started = time.time()
     result = train_hidden_mapper(generator, config, path, resume=True, device=device, progress=progress)
     result.mapper.training_seconds = time.time() - started

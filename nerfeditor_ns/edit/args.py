@@ -1,0 +1,175 @@
+"""The command-line arguments of ``ns-edit`` and ``ns-edit train-mapper`` (tyro dataclasses, one docstring per field).
+
+Standard library only (plus the edit errors): ``ns-edit --help`` parses these without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from nerfeditor_ns.edit.errors import EditError
+
+EDIT_MODES = ("prompt", "reference_image", "edited_image", "style_image", "direction")
+
+
+@dataclass
+class NetworkArgs:
+    """Network files (local paths only; nothing is downloaded). Each can also be set once in an environment variable
+    (NERFEDITOR_GENERATOR, ...) or in ~/.config/nerfeditor/networks.yml (`generator: /path`)."""
+
+    generator: Optional[Path] = None
+    """StyleGAN2 generator: NVIDIA .pkl (stylegan2-ada / stylegan3's StyleGAN2) or rosinality .pt. Required.
+    Env: NERFEDITOR_GENERATOR."""
+    encoder: Optional[Path] = None
+    """e4e encoder checkpoint. Without it the frontal view is inverted by optimisation (slower). Env: NERFEDITOR_ENCODER."""
+    arcface: Optional[Path] = None
+    """ArcFace IR-SE50 weights (model_ir_se50.pth) for the identity loss; off without it. Env: NERFEDITOR_ARCFACE."""
+    clip: Optional[Path] = None
+    """open_clip checkpoint file (needed by --prompt). Env: NERFEDITOR_CLIP."""
+    clip_model: Optional[str] = None
+    """open_clip architecture name of the --clip file (default ViT-B-32). Env: NERFEDITOR_CLIP_MODEL."""
+    vgg: Optional[Path] = None
+    """torchvision VGG16 state dict for perceptual losses and the hidden mapper backbone; off / slim backbone without
+    it. Env: NERFEDITOR_VGG."""
+    style_generator: Optional[Path] = None
+    """Art StyleGAN2 (finetuned from --generator) used by --style-image. Env: NERFEDITOR_STYLE_GENERATOR."""
+    hidden_mapper: Optional[Path] = None
+    """Trained hidden mapper file; default: the one cached for this generator (trained on first use).
+    Env: NERFEDITOR_HIDDEN_MAPPER."""
+    network_config: Optional[Path] = None
+    """YAML file with network paths (default $NERFEDITOR_CONFIG or ~/.config/nerfeditor/networks.yml)."""
+    cache_dir: Optional[Path] = None
+    """Cache root for trained hidden mappers (default $NERFEDITOR_CACHE or ~/.cache/nerfeditor-ns)."""
+
+
+@dataclass(kw_only=True)
+class EditArgs(NetworkArgs):
+    """Edit a trained nerfeditor run and write the result as a NEW run (the original is never modified).
+    Give exactly one EDIT: --prompt, --reference-image, --edited-image, --style-image or --direction.
+    `ns-edit train-mapper --help` trains the hidden mapper of a generator ahead of time."""
+
+    load_config: Path
+    """config.yml of the trained nerfeditor run to edit (outputs/<scene>/nerfeditor/<run>/config.yml)."""
+
+    # ---- the edit (exactly one) ----
+    prompt: Optional[str] = None
+    """EDIT: text prompt, CLIP-guided optimisation of the frontal code (e.g. "tanned skin"). Needs --clip."""
+    reference_image: Optional[Path] = None
+    """EDIT: reference image; its inverted code is style-mixed into the frontal code from --mix-layer on."""
+    edited_image: Optional[Path] = None
+    """EDIT: your own 2D edit of the frontal view, inverted into the GAN. The frontal crop to edit is written as
+    frontal.png into every edit run (and its .partial directory) at the GAN's resolution."""
+    style_image: Optional[Path] = None
+    """EDIT: painting / art image, inverted with --style-generator; out-of-domain views via the hidden mapper."""
+    direction: Optional[str] = None
+    """EDIT: latent direction with a strength: `pc:INDEX:STRENGTH` (component of the decomposition, e.g. pc:7:+3)
+    or `FILE.pt:STRENGTH` (a saved direction), each optionally limited to the W+ rows [START, END) with a
+    `:START-END` suffix (e.g. pc:0:-2:0-4)."""
+
+    # ---- output ----
+    output_dir: Optional[Path] = None
+    """Directory of the new run (default: beside the original run, named <run>-edit-<kind>-<hash of the edit>, so
+    re-running the same command resumes an interrupted edit)."""
+    overwrite: bool = False
+    """Replace --output-dir if it exists (only after the new edit has finished)."""
+    keep_cache: bool = False
+    """Keep the per-step cache (cache/) in the finished run."""
+
+    # ---- geometry ----
+    frontal_camera: Optional[int] = None
+    """Index of the training camera used as the frontal view (default: chosen automatically)."""
+    in_domain_yaw: float = 30.0
+    """Half-width (degrees) of the in-domain yaw range around the frontal view (the GAN's pose range)."""
+    in_domain_pitch: float = 20.0
+    """Half-width (degrees) of the in-domain pitch range."""
+    num_in_yaw: int = 7
+    """In-domain views along yaw (the adjustor's training poses and the in-domain guide set)."""
+    num_in_pitch: int = 3
+    """In-domain views along pitch."""
+    num_out_domain: int = 8
+    """Out-of-domain views (rest of the orbit), stylized through the hidden mapper; 0 = none."""
+    render_scale: float = 1.0
+    """Scale of the rendered views relative to the training images (lower it if out of memory or slow)."""
+    box_scale: float = 1.0
+    """Scale of the 3D box that defines the crops (enlarge if the face is cut off; shrink if it is too small)."""
+
+    # ---- the 2D edit ----
+    mix_layer: int = 4
+    """--reference-image: first W+ layer taken from the reference (lower = more of the reference's structure)."""
+    projection_steps: int = 200
+    """Optimisation steps of projection (inversion without encoder, and of reference / edited / style images)."""
+    adjustor_steps: int = 200
+    """Training steps of the latent code adjustor (Eq. 1)."""
+    adjustor_batch: int = 4
+    """Poses per adjustor step (lower it if out of memory)."""
+    num_components: int = 32
+    """k: number of style components of the differentiable decomposition (Eqs. 7-9); at most the GAN's w_dim."""
+    clip_steps: int = 100
+    """--prompt: CLIP optimisation steps."""
+    mapper_steps: int = 2000
+    """Training steps of the hidden mapper when none is cached for the generator (the paper trains 20,000; run
+    `ns-edit train-mapper` once ahead of time for that)."""
+
+    # ---- finetune ----
+    finetune_steps: Optional[int] = None
+    """NeRF finetuning steps (default: 1/4 of the original run's steps)."""
+    finetune_lr_scale: float = 0.1
+    """Learning rates of the finetune, relative to where the original run's schedule left them. nerfacto's schedule is
+    still near its initial rate after a short run; finetuning at that rate makes the scene forget itself (measured on
+    the face capture: original-ray colour loss 6x higher at 1.0 than at 0.1)."""
+    render_chunk: int = 4096
+    """Rays per forward pass when rendering (lower it if out of memory)."""
+    vis: Literal["none", "tensorboard"] = "none"
+    """Logging during finetuning."""
+    video_frames: int = 24
+    """Frames of the before/after turntable video."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for the GAN side (the NeRF follows the run's machine config when 'auto')."""
+    seed: int = 0
+    """Random seed."""
+
+    def edit_mode(self) -> str:
+        """The single EDIT given (refuses none / several)."""
+        given = [m for m in EDIT_MODES if getattr(self, m) is not None]
+        flags = ", ".join("--" + m.replace("_", "-") for m in EDIT_MODES)
+        if not given:
+            raise EditError("No edit given.", f"add exactly one of {flags}.")
+        if len(given) > 1:
+            raise EditError(
+                f"Several edits given ({', '.join('--' + m.replace('_', '-') for m in given)}).",
+                "give exactly one edit per run; chain edits by editing the new run again.",
+            )
+        return given[0]
+
+
+@dataclass
+class TrainMapperArgs:
+    """Train the hidden mapper (paper Alg. 1) for a generator ahead of time and store it in the cache, so that the
+    first out-of-domain edit does not have to. Network paths may also come from NERFEDITOR_* environment variables or
+    ~/.config/nerfeditor/networks.yml, as for ns-edit."""
+
+    generator: Optional[Path] = None
+    """StyleGAN2 generator to train the mapper for (required). Env: NERFEDITOR_GENERATOR."""
+    vgg: Optional[Path] = None
+    """torchvision VGG16 state dict for the mapper backbone; without it (or with --slim) the slim backbone is used.
+    Env: NERFEDITOR_VGG."""
+    network_config: Optional[Path] = None
+    """YAML file with network paths (default $NERFEDITOR_CONFIG or ~/.config/nerfeditor/networks.yml)."""
+    cache_dir: Optional[Path] = None
+    """Cache root for trained hidden mappers (default $NERFEDITOR_CACHE or ~/.cache/nerfeditor-ns)."""
+    steps: int = 20000
+    """Training steps (paper App. C: 20,000)."""
+    batch: int = 4
+    """Images per step (lower it if out of memory)."""
+    resolution: Optional[int] = None
+    """Feature resolution the mapper predicts (default: the generator's default, 32/64/128)."""
+    slim: bool = False
+    """Use the slim backbone (no VGG16 file needed; for tests and quick runs)."""
+    output: Optional[Path] = None
+    """Write the trained mapper here as well (default: only the cache)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device."""
+    seed: int = 0
+    """Random seed."""

@@ -1,0 +1,234 @@
+"""Steps 4-7 of an edit (paper Fig. 2, middle): invert the frontal crop, train the latent code adjustor, edit the
+frontal code, and draw the guide images through the GAN (in-domain) and the hidden mapper (out-of-domain).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from nerfeditor_ns.edit.context import EditContext, net_id
+from nerfeditor_ns.edit.errors import EditError
+from nerfeditor_ns.edit.steps_scene import save_image
+
+DIRECTION_FILE_FIX = "use a direction saved for this generator."
+
+
+def read_image(path: Path, size: int) -> Any:
+    """An image file as a [1,3,size,size] tensor in [-1,1] (centre square crop, RGB)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        img = img.resize((size, size), Image.LANCZOS)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None] * 2 - 1
+
+
+def poses(theta, phi):
+    """(yaw, pitch) pairs ``[N, 2]`` as the adjustor takes them."""
+    import torch
+
+    return torch.stack([theta, phi], dim=-1).to(torch.float32)
+
+
+def invert_image(ctx: EditContext, image: Any, generator=None, use_encoder: bool = True) -> Any:
+    """W+ code of a [1,3,R,R] image in [-1,1]: e4e + refinement MLP (Sec. 3.2), else optimisation (projection)."""
+    import torch
+
+    G = generator if generator is not None else ctx.generator()
+    image = image.to(ctx.device)
+    perceptual = ctx.perceptual()
+    if use_encoder and ctx.networks.encoder is not None:
+        from nerfeditor_ns.gan.encoder import RefinementMLP, refine_inversion
+
+        torch.manual_seed(ctx.args.seed)
+        refiner = RefinementMLP(w_dim=G.w_dim, num_ws=G.num_ws).to(ctx.device)
+        return refine_inversion(ctx.encoder(), refiner, G, image, steps=ctx.args.projection_steps,
+                                perceptual=perceptual, identity=ctx.identity()).detach().cpu()
+    from nerfeditor_ns.gan.projection import project
+
+    return project(G, image, steps=ctx.args.projection_steps, perceptual=perceptual, seed=ctx.args.seed).detach().cpu()
+
+
+def step_invert(ctx: EditContext) -> Dict[str, Any]:
+    """Step 4 — Sec. 3.2 (inversion): the W+ code w of the frontal crop (e4e + refinement MLP, or projection)."""
+    import torch
+
+    crops = ctx.results["crops"]
+    n = ctx.networks
+    inputs = dict(steps=ctx.args.projection_steps, seed=ctx.args.seed, enc=net_id(n.encoder), vgg=net_id(n.vgg),
+                  arc=net_id(n.arcface))
+
+    def compute():
+        w = invert_image(ctx, crops["crops_front"])
+        with torch.no_grad():
+            recon = ctx.generator().synthesis(w.to(ctx.device), noise_mode="const").cpu()
+        save_image(recon, ctx.run.work / "frontal_inversion.png")
+        return {"w_frontal": w[0]}
+
+    return ctx.step("invert", inputs, compute, oom_flags=["--projection-steps (no effect on memory)", "--device cpu"])
+
+
+def adjustor_config(ctx: EditContext):
+    """Latent code adjustor settings: k = --num-components (at most the GAN's w_dim)."""
+    from nerfeditor_ns.gan.adjustor import LatentCodeAdjustorConfig
+
+    G = ctx.generator()
+    return LatentCodeAdjustorConfig(num_components=min(ctx.args.num_components, int(G.w_dim)), seed=ctx.args.seed)
+
+
+def step_adjustor(ctx: EditContext) -> Dict[str, Any]:
+    """Step 5 — Sec. 3.2, Eq. 1 (with the decomposition, Eqs. 7-9): train the latent code adjustor on the in-domain
+    (crop, pose) pairs."""
+    from nerfeditor_ns.gan.adjustor import train_adjustor
+    from nerfeditor_ns.gan.losses import ReconstructionLoss, ReconstructionLossConfig
+
+    a = ctx.args
+    crops, w = ctx.results["crops"], ctx.results["invert"]["w_frontal"]
+
+    def compute():
+        views = ctx.views()
+        loss = ReconstructionLoss(
+            ReconstructionLossConfig(vgg_path=ctx.networks.vgg, arcface_path=ctx.networks.arcface,
+                                     perceptual_weight=0.8 if ctx.networks.vgg else 0.0,
+                                     identity_weight=0.1 if ctx.networks.arcface else 0.0)
+        ).to(ctx.device)
+        result = train_adjustor(
+            ctx.generator(), w.to(ctx.device), crops["crops_in"], poses(views.theta_in, views.phi_in),
+            steps=a.adjustor_steps, loss=loss, config=adjustor_config(ctx), batch_size=a.adjustor_batch, seed=a.seed,
+        )
+        state = {k: v.detach().cpu() for k, v in result.adjustor.state_dict().items()}
+        return {"state": state, "final_loss": result.history["total"][-1]}
+
+    return ctx.step("adjustor", dict(steps=a.adjustor_steps, batch=a.adjustor_batch, k=a.num_components, seed=a.seed),
+                    compute, oom_flags=["--adjustor-batch", "--device cpu"])
+
+
+def load_adjustor(ctx: EditContext):
+    """Rebuild the trained adjustor from the cached state."""
+    from nerfeditor_ns.gan.adjustor import LatentCodeAdjustor
+
+    state = ctx.results["adjustor"]["state"]
+    adj = LatentCodeAdjustor(adjustor_config(ctx), covariance=state["decomposition.cov_w"])
+    adj.load_state_dict(state)
+    return adj.to(ctx.device).eval()
+
+
+def check_component(index: int, available: int) -> None:
+    """Refuse ``pc:INDEX`` outside the decomposition's ``available`` components."""
+    if not 0 <= int(index) < available:
+        raise EditError(f"--direction pc:{index} is outside the {available} components of the decomposition.",
+                        f"use a component below {available} or raise --num-components.")
+
+
+def step_w_style(ctx: EditContext) -> Dict[str, Any]:
+    """Step 6 — Sec. 3.2 ("any existing latent code editing method on the frontal latent code"), Sec. 4.5: the edited
+    frontal code w_style for the chosen EDIT."""
+    import torch
+
+    from nerfeditor_ns.gan import edits
+
+    a, mode = ctx.args, ctx.mode
+    w = ctx.results["invert"]["w_frontal"][None]
+    inputs: Dict[str, Any] = dict(mode=mode, steps=a.projection_steps, clip_steps=a.clip_steps,
+                                  clip=net_id(ctx.networks.clip), clip_model=ctx.networks.clip_model,
+                                  style=net_id(ctx.networks.style_generator))
+
+    def compute():
+        G = ctx.generator()
+        res = int(G.resolution)
+        if mode == "reference_image":
+            w_ref = invert_image(ctx, read_image(a.reference_image, res))
+            w_style = edits.style_mix(w, w_ref, a.mix_layer)
+        elif mode == "edited_image":
+            w_style = invert_image(ctx, read_image(a.edited_image, res))
+        elif mode == "style_image":
+            w_style = invert_image(ctx, read_image(a.style_image, res), generator=ctx.style_generator(),
+                                   use_encoder=False)
+        elif mode == "direction":
+            spec = ctx.checked.direction
+            vectors, values = (t.detach().float().cpu() for t in load_adjustor(ctx).basis())
+            if spec.kind == "pc":
+                check_component(spec.component, vectors.shape[1])
+            try:
+                w_style = edits.apply_direction_spec(w, spec, vectors, values)
+            except ValueError as err:  # DirectionFileError, shape mismatch with the generator
+                raise EditError(f"--direction {a.direction}: {err}", DIRECTION_FILE_FIX) from None
+        elif mode == "prompt":
+            w_style = edits.clip_optimize(G, w[0].to(ctx.device), a.prompt, ctx.clip(), steps=a.clip_steps,
+                                          id_loss=ctx.identity()).w.detach().cpu()
+        else:  # pragma: no cover - validate_inputs refuses other modes
+            raise EditError(f"unknown edit mode {mode}")
+        w_style = w_style.reshape(1, G.num_ws, G.w_dim).detach().cpu()
+        _, gen = ctx.edit_generator()
+        with torch.no_grad():
+            img = gen.synthesis(w_style.to(ctx.device), noise_mode="const").cpu()
+        save_image(img, ctx.run.work / "frontal_edited.png")
+        return {"w_style": w_style[0]}
+
+    return ctx.step("w_style", inputs, compute, oom_flags=["--device cpu"])
+
+
+def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
+    """The trained hidden mapper for a generator: --hidden-mapper, a finished cached one, or train one now."""
+    from nerfeditor_ns.edit.mapper_cache import find_cached_mapper, mapper_cache_dir, mapper_config
+    from nerfeditor_ns.gan.hidden_mapper import get_or_train_hidden_mapper, load_hidden_mapper
+
+    if ctx.networks.hidden_mapper is not None:
+        return ctx.explicit_hidden_mapper(generator)
+    cached = find_cached_mapper(ctx.networks.cache_dir, generator_path)
+    if cached is not None:
+        ctx.console.print(f"hidden mapper: using the cached {cached}")
+        return load_hidden_mapper(cached, generator=generator, device=ctx.device)
+    ctx.console.print(
+        f"hidden mapper: none cached for {generator_path.name}; training one now ({ctx.args.mapper_steps} steps; "
+        "`ns-edit train-mapper` does this ahead of time)."
+    )
+    config = mapper_config(vgg=ctx.networks.vgg, steps=ctx.args.mapper_steps, slim=ctx.networks.vgg is None,
+                           seed=ctx.args.seed)
+    return get_or_train_hidden_mapper(generator_path, config, cache_dir=mapper_cache_dir(ctx.networks.cache_dir),
+                                      generator=generator, device=ctx.device)
+
+
+def step_guides(ctx: EditContext) -> Dict[str, Any]:
+    """Step 7 — Sec. 3.2 (Eq. 1) and Sec. 3.3 (Alg. 1 at inference): I_in = G(w_style + V(k*d)) per in-domain pose;
+    I_out = G_style(H(render), w_style) per out-of-domain pose; stylized crops pasted back through the masks."""
+    import torch
+
+    from nerfeditor_ns.edit.crops import paste_crops
+
+    a = ctx.args
+    render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
+    w_style = ctx.results["w_style"]["w_style"]
+    gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
+    inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path))
+
+    def compute():
+        views = ctx.views()
+        _, gen = ctx.edit_generator()
+        adjustor = load_adjustor(ctx)
+        crops_in = adjustor.generate(gen, w_style.to(ctx.device), poses(views.theta_in, views.phi_in).to(ctx.device),
+                                     batch_size=a.adjustor_batch).cpu()
+        guide_in, _ = paste_crops(render["rgb_in"], crops_in, crops["windows_in"], mask=masks["mask_in"])
+        out = {"crops_in": crops_in, "guide_in": guide_in}
+        if views.cameras_out is not None and "crops_out" in crops:
+            mapper = hidden_mapper_for(ctx, gen_path, gen)
+            from nerfeditor_ns.gan.hidden_mapper import stylize_out_of_domain
+
+            outs = []
+            with torch.no_grad():
+                for start in range(0, crops["crops_out"].shape[0], a.adjustor_batch):
+                    part = crops["crops_out"][start : start + a.adjustor_batch].to(ctx.device)
+                    outs.append(stylize_out_of_domain(gen, mapper, part, w_style[None].to(ctx.device)).cpu())
+            crops_out = torch.cat(outs)
+            guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
+            out.update({"crops_out": crops_out, "guide_out": guide_out})
+        return out
+
+    return ctx.step("guides", inputs, compute, oom_flags=["--adjustor-batch", "--device cpu"])

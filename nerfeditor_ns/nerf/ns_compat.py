@@ -1,0 +1,96 @@
+"""Workarounds for nerfstudio 1.1.5 (with torch >= 2.6), in one place so that a nerfstudio upgrade touches one file.
+
+- :class:`FloatExponentialDecaySchedulerConfig`: nerfacto's learning-rate schedule in Python floats, so checkpoints
+  hold no numpy scalars and stay loadable with ``torch.load(weights_only=True)``.
+- :func:`nerfstudio_checkpoint_globals`: lets ``weights_only`` loading read checkpoints that do hold numpy scalars
+  (nerfstudio's own schedulers, older runs) while ``eval_setup`` / ``Trainer`` load them.
+- :func:`close_event_writers`: nerfstudio never clears its global event writers after a ``Trainer`` run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Type
+
+from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
+
+__all__ = ["FloatExponentialDecaySchedulerConfig", "nerfstudio_checkpoint_globals", "close_event_writers"]
+
+
+class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
+    """nerfacto's exponential decay (with warmup), computed in Python floats.
+
+    nerfstudio's version returns numpy floats, which end up in the optimiser / scheduler state of every checkpoint;
+    torch >= 2.6 loads checkpoints with ``weights_only=True`` and refuses numpy scalars, so ``eval_setup`` and
+    ``--load-dir`` fail on such checkpoints. Same schedule, plain floats.
+    """
+
+    config: "FloatExponentialDecaySchedulerConfig"
+
+    def get_scheduler(self, optimizer, lr_init: float):
+        from torch.optim import lr_scheduler
+
+        c = self.config
+        lr_final = lr_init if c.lr_final is None else c.lr_final
+
+        def multiplier(step: int) -> float:
+            if step < c.warmup_steps:
+                if c.ramp == "cosine":
+                    ramp = math.sin(0.5 * math.pi * min(max(step / c.warmup_steps, 0.0), 1.0))
+                else:
+                    ramp = step / c.warmup_steps
+                lr = c.lr_pre_warmup + (lr_init - c.lr_pre_warmup) * ramp
+            else:
+                t = min(max((step - c.warmup_steps) / (c.max_steps - c.warmup_steps), 0.0), 1.0)
+                lr = math.exp(math.log(lr_init) * (1 - t) + math.log(lr_final) * t)
+            return float(lr / lr_init)
+
+        return lr_scheduler.LambdaLR(optimizer, lr_lambda=multiplier)
+
+
+@dataclass
+class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
+    """nerfacto's exponential decay schedule; checkpoints stay loadable with ``torch.load(weights_only=True)``."""
+
+    _target: Type = field(default_factory=lambda: FloatExponentialDecayScheduler)
+    """target class to instantiate"""
+
+
+@contextlib.contextmanager
+def nerfstudio_checkpoint_globals() -> Iterator[None]:
+    """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default) read nerfstudio checkpoints.
+
+    nerfstudio 1.1.5's schedulers store learning rates as numpy float64 scalars (``optimizers/*/param_groups/lr``,
+    ``schedulers/*/_last_lr``), which the restricted unpickler refuses, so nerfstudio's own ``eval_setup`` and
+    ``Trainer`` cannot load any checkpoint under torch 2.14. This allows exactly the numpy scalar reconstructor and
+    the float dtypes it needs -- plain data, no code -- for the duration of the block.
+    """
+    import numpy as np
+    import torch
+
+    try:  # numpy 1.x
+        from numpy.core.multiarray import scalar
+    except ImportError:  # pragma: no cover - numpy 2.x
+        from numpy._core.multiarray import scalar
+    allowed = [scalar, np.dtype]
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
+    with torch.serialization.safe_globals(allowed):
+        yield
+
+
+def close_event_writers() -> None:
+    """Close and forget nerfstudio's global event writers after a training run.
+
+    nerfstudio keeps its writers in a module-level list that a Trainer never clears: in one process (the demo, the
+    tests, a script that trains then edits) later runs would print every log line several times and log into an
+    earlier run's tensorboard file.
+    """
+    from nerfstudio.utils import writer
+
+    for event_writer in writer.EVENT_WRITERS:
+        tb_writer = getattr(event_writer, "tb_writer", None)
+        if tb_writer is not None:
+            tb_writer.close()
+    writer.EVENT_WRITERS.clear()
