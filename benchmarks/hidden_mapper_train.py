@@ -17,12 +17,8 @@ from pathlib import Path
 import torch
 
 from nerfeditor_ns.gan import load_generator
-from nerfeditor_ns.gan.hidden_mapper import (
-    HiddenMapper,
-    HiddenMapperConfig,
-    evaluate_hidden_mapper,
-    train_hidden_mapper,
-)
+from nerfeditor_ns.gan.hidden_mapper import HiddenMapper, HiddenMapperConfig
+from nerfeditor_ns.gan.hidden_mapper_training import evaluate_hidden_mapper, train_hidden_mapper
 
 TINY = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "stylegan2_rosinality_tiny.pt"
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfeditor_ns.gan import hidden_mapper as hm
+from nerfeditor_ns.gan import hidden_mapper_training as hm_training
 from nerfeditor_ns.gan.augment import AugmentConfig, apply_affine, identity_affine, random_affine
 from nerfeditor_ns.gan.hidden_mapper import (
     GeneratorMismatchError,
@@ -19,14 +20,17 @@ from nerfeditor_ns.gan.hidden_mapper import (
     HiddenMapperError,
     build_vgg16_features,
     default_resolutions,
-    evaluate_hidden_mapper,
     generator_fingerprint,
-    get_or_train_hidden_mapper,
     hidden_mapper_cache_path,
     load_hidden_mapper,
     load_vgg16_weights,
     map_to_hidden,
     stylize_out_of_domain,
+)
+from nerfeditor_ns.gan.hidden_mapper_training import (
+    evaluate_hidden_mapper,
+    get_or_train_hidden_mapper,
+    hidden_mapper_loss,
     train_hidden_mapper,
 )
 
@@ -217,7 +221,7 @@ def test_gradients_reach_mapper_through_g_style_and_fit_a_batch(generator):
     losses = []
     for _ in range(120):
         for res in (8, 16):
-            loss, parts = hm.hidden_mapper_loss(generator, mapper, ws_a, ws_b, res, theta, cfg)
+            loss, parts = hidden_mapper_loss(generator, mapper, ws_a, ws_b, res, theta, cfg)
             optimizer.zero_grad()
             loss.backward()
             assert all(p.grad is None for p in generator.parameters())
@@ -311,7 +315,7 @@ def test_cache_returns_finished_mapper_without_retraining(generator, tmp_path, m
     def no_training(*args, **kwargs):
         raise AssertionError("the cached mapper should have been reused")
 
-    monkeypatch.setattr(hm, "train_hidden_mapper", no_training)
+    monkeypatch.setattr(hm_training, "train_hidden_mapper", no_training)
     second = get_or_train_hidden_mapper(TINY, cfg, generator=generator, progress=False)
     for (k, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), k

@@ -147,7 +147,7 @@ def run_train_mapper(args: TrainMapperArgs) -> Path:
 
     from nerfeditor_ns.edit.mapper_cache import cached_mapper_path, mapper_cache_dir, mapper_config
     from nerfeditor_ns.gan.checkpoints import load_generator
-    from nerfeditor_ns.gan.hidden_mapper import get_or_train_hidden_mapper
+    from nerfeditor_ns.gan.hidden_mapper_training import get_or_train_hidden_mapper
 
     out = console()
     if args.steps < 1 or args.batch < 1:

@@ -178,7 +178,8 @@ def step_w_style(ctx: EditContext) -> Dict[str, Any]:
 def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
     """The trained hidden mapper for a generator: --hidden-mapper, a finished cached one, or train one now."""
     from nerfeditor_ns.edit.mapper_cache import find_cached_mapper, mapper_cache_dir, mapper_config
-    from nerfeditor_ns.gan.hidden_mapper import get_or_train_hidden_mapper, load_hidden_mapper
+    from nerfeditor_ns.gan.hidden_mapper import load_hidden_mapper
+    from nerfeditor_ns.gan.hidden_mapper_training import get_or_train_hidden_mapper
 
     if ctx.networks.hidden_mapper is not None:
         return ctx.explicit_hidden_mapper(generator)

@@ -43,8 +43,8 @@ _LAZY: Dict[str, str] = {
     # hidden mapper (Sec. 3.3, Alg. 1)
     "HiddenMapper": "hidden_mapper",
     "HiddenMapperConfig": "hidden_mapper",
-    "train_hidden_mapper": "hidden_mapper",
-    "get_or_train_hidden_mapper": "hidden_mapper",
+    "train_hidden_mapper": "hidden_mapper_training",
+    "get_or_train_hidden_mapper": "hidden_mapper_training",
     "load_hidden_mapper": "hidden_mapper",
     "map_to_hidden": "hidden_mapper",
     "stylize_out_of_domain": "hidden_mapper",
