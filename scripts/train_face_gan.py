@@ -24,14 +24,14 @@ from typing import Dict, Optional
 import torch
 import tyro
 
-from nerfeditor_ns.gan.gan_training import (
+from nerfeditor_ns.demo_gan.training import (
     FaceGANConfig,
     FaceGANTrainer,
     image_grid,
     load_image_folder,
     sample_batch,
-    save_rosinality_checkpoint,
 )
+from nerfeditor_ns.gan.checkpoints import save_rosinality_checkpoint
 from nerfeditor_ns.io_utils import atomic_torch_save
 
 

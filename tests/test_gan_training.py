@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from nerfeditor_ns.gan import load_generator
-from nerfeditor_ns.gan.checkpoints import generator_from_checkpoint
-from nerfeditor_ns.gan.discriminator import EqualConv2d, ResidualDiscriminator, minibatch_stddev
-from nerfeditor_ns.gan.gan_training import (
+from nerfeditor_ns.demo_gan.discriminator import EqualConv2d, ResidualDiscriminator, minibatch_stddev
+from nerfeditor_ns.demo_gan.training import (
     FaceGANConfig,
     FaceGANTrainer,
     build_trainable_generator,
@@ -23,14 +22,13 @@ from nerfeditor_ns.gan.gan_training import (
     ema_beta,
     ema_update,
     g_nonsaturating_loss,
-    generator_to_rosinality,
     image_grid,
     init_rosinality_g_ema,
     load_image_folder,
     r1_penalty,
     sample_batch,
-    save_rosinality_checkpoint,
 )
+from nerfeditor_ns.gan.checkpoints import generator_from_checkpoint, generator_to_rosinality, save_rosinality_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

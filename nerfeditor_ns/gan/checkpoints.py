@@ -15,6 +15,9 @@ Supported (format sniffed from the file, not from the suffix):
 
 Everything else about the architecture (resolution, channel table, mapping depth/width, z/w dims) is inferred
 from the weight shapes, so FFHQ 1024 config-f, 256/512 models and non-standard channel tables all load.
+
+Writing: :func:`generator_to_rosinality` / :func:`save_rosinality_checkpoint` write the rosinality format through
+the reader's own key map (:func:`rosinality_key_map`), so a written file loads back exactly.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import os
 import pickle
 import re
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -132,32 +136,129 @@ def rosinality_spec_and_state(
         source_format="rosinality",
     )
     sd: Dict[str, torch.Tensor] = {}
-    for i, idx in enumerate(mlp):
-        sd[f"mapping_weights.{i}"] = g_ema[f"style.{idx}.weight"]
-        sd[f"mapping_biases.{i}"] = g_ema[f"style.{idx}.bias"]
-    sd["const"] = g_ema["input.input"][0]
-    names = ["conv1"] + [f"convs.{j}" for j in range(len(convs))]
-    for j, name in enumerate(names):
-        sd[f"layers.{j}.weight"] = g_ema[f"{name}.conv.weight"][0]
-        sd[f"layers.{j}.affine_weight"] = g_ema[f"{name}.conv.modulation.weight"]
-        sd[f"layers.{j}.affine_bias"] = g_ema[f"{name}.conv.modulation.bias"]
-        sd[f"layers.{j}.noise_strength"] = g_ema[f"{name}.noise.weight"].reshape([])
-        sd[f"layers.{j}.bias"] = g_ema[f"{name}.activate.bias"]
-        res = 4 * 2 ** ((j + 1) // 2)
-        noise = g_ema.get(f"noises.noise_{j}")
-        if noise is None:  # not in the file: deterministic stand-in, documented in load_generator
-            noise = torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(1000 + j))
-        sd[f"layers.{j}.noise_const"] = noise.reshape(1, 1, res, res)
-    rgb_names = ["to_rgb1"] + [f"to_rgbs.{t}" for t in range(len(convs) // 2)]
-    for t, name in enumerate(rgb_names):
-        sd[f"torgbs.{t}.weight"] = g_ema[f"{name}.conv.weight"][0]
-        sd[f"torgbs.{t}.affine_weight"] = g_ema[f"{name}.conv.modulation.weight"]
-        sd[f"torgbs.{t}.affine_bias"] = g_ema[f"{name}.conv.modulation.bias"]
-        sd[f"torgbs.{t}.bias"] = g_ema[f"{name}.bias"].reshape(3)
-    k4 = _k4()
-    sd["conv_up_kernel"] = g_ema.get("convs.0.conv.blur.kernel", k4)
-    sd["rgb_up_kernel"] = g_ema.get("to_rgbs.0.upsample.kernel", k4)
+    for ours, theirs, kind in rosinality_key_map(mlp, len(convs)):
+        if kind == "kernel":  # one FIR kernel per kind; rosinality repeats it in every upsampling layer
+            if ours not in sd and theirs in g_ema:
+                sd[ours] = g_ema[theirs]
+        elif kind == "noise":
+            j = int(ours.split(".")[1])
+            res = 4 * 2 ** ((j + 1) // 2)
+            noise = g_ema.get(theirs)
+            if noise is None:  # not in the file: deterministic stand-in, documented in load_generator
+                noise = torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(1000 + j))
+            sd[ours] = noise.reshape(1, 1, res, res)
+        else:
+            sd[ours] = _from_rosinality(g_ema[theirs], kind)
+    sd.setdefault("conv_up_kernel", _k4())
+    sd.setdefault("rgb_up_kernel", _k4())
     return spec, sd
+
+
+def rosinality_key_map(mapping_indices: Sequence[int], num_convs: int) -> List[Tuple[str, str, str]]:
+    """The one correspondence between a :class:`StyleGAN2Generator` state dict and a rosinality ``g_ema``, used by the
+    reader (:func:`rosinality_spec_and_state`) and the writer (:func:`generator_to_rosinality`).
+
+    Returns ``(our key, rosinality key, kind)`` in rosinality's state-dict order; ``kind`` says how the tensors
+    differ: ``same``; ``lead1`` (rosinality has a leading singleton dim); ``scalar`` ([1] there, [] here);
+    ``rgb_bias`` ([1, 3, 1, 1] there, [3] here); ``kernel`` (our one FIR kernel, repeated by rosinality in every
+    upsampling layer); ``noise`` (the fixed noise buffer, optional in the file).
+    """
+    pairs: List[Tuple[str, str, str]] = []
+    for i, idx in enumerate(mapping_indices):
+        pairs += [(f"mapping_weights.{i}", f"style.{idx}.weight", "same"),
+                  (f"mapping_biases.{i}", f"style.{idx}.bias", "same")]
+    pairs.append(("const", "input.input", "lead1"))
+
+    def styled_conv(name: str, j: int) -> None:
+        pairs.append((f"layers.{j}.weight", f"{name}.conv.weight", "lead1"))
+        if j % 2 == 1:  # the first conv of every block after 4x4 upsamples
+            pairs.append(("conv_up_kernel", f"{name}.conv.blur.kernel", "kernel"))
+        pairs.extend([(f"layers.{j}.affine_weight", f"{name}.conv.modulation.weight", "same"),
+                      (f"layers.{j}.affine_bias", f"{name}.conv.modulation.bias", "same"),
+                      (f"layers.{j}.noise_strength", f"{name}.noise.weight", "scalar"),
+                      (f"layers.{j}.bias", f"{name}.activate.bias", "same")])
+
+    def to_rgb(name: str, t: int) -> None:
+        pairs.append((f"torgbs.{t}.bias", f"{name}.bias", "rgb_bias"))
+        if t > 0:
+            pairs.append(("rgb_up_kernel", f"{name}.upsample.kernel", "kernel"))
+        pairs.extend([(f"torgbs.{t}.weight", f"{name}.conv.weight", "lead1"),
+                      (f"torgbs.{t}.affine_weight", f"{name}.conv.modulation.weight", "same"),
+                      (f"torgbs.{t}.affine_bias", f"{name}.conv.modulation.bias", "same")])
+
+    styled_conv("conv1", 0)
+    to_rgb("to_rgb1", 0)
+    for j in range(num_convs):
+        styled_conv(f"convs.{j}", j + 1)
+    for t in range(num_convs // 2):
+        to_rgb(f"to_rgbs.{t}", t + 1)
+    pairs += [(f"layers.{j}.noise_const", f"noises.noise_{j}", "noise") for j in range(num_convs + 1)]
+    return pairs
+
+
+def _from_rosinality(t: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "lead1":
+        return t[0]
+    if kind == "scalar":
+        return t.reshape([])
+    if kind == "rgb_bias":
+        return t.reshape(3)
+    return t
+
+
+def _to_rosinality(t: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "lead1":
+        return t.unsqueeze(0)
+    if kind == "scalar":
+        return t.reshape(1)
+    if kind == "rgb_bias":
+        return t.reshape(1, 3, 1, 1)
+    return t
+
+
+def generator_to_rosinality(G: StyleGAN2Generator) -> "OrderedDict[str, torch.Tensor]":
+    """The writer beside the reader: our parameters -> a rosinality ``g_ema`` (inverse of
+    :func:`rosinality_spec_and_state`, through the same :func:`rosinality_key_map`).
+
+    Only generators with rosinality conventions can be written (equalised 3x3 weights, no activation clamp,
+    mapping lr multiplier 0.01, which the file cannot store); anything else raises ``ValueError``.
+    """
+    spec = G.spec
+    if not spec.equalized_conv_weights or spec.conv_clamp is not None:
+        raise ValueError(
+            "only generators with rosinality conventions (equalized conv weights, no conv_clamp) can be saved in "
+            "the rosinality format; this one came from an NVIDIA checkpoint"
+        )
+    if spec.mapping_lr_mul != DEFAULT_MAPPING_LR_MUL:
+        raise ValueError(
+            f"mapping_lr_mul {spec.mapping_lr_mul} is not stored in rosinality files (loaders assume "
+            f"{DEFAULT_MAPPING_LR_MUL}); train with the default to save this format"
+        )
+    sd = {k: v.detach().to("cpu", torch.float32).clone() for k, v in G.state_dict().items()}
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for ours, theirs, kind in rosinality_key_map(range(1, spec.mapping_layers + 1), G.num_layers - 1):
+        out[theirs] = _to_rosinality(sd[ours], kind)
+    return out
+
+
+def save_rosinality_checkpoint(
+    G: StyleGAN2Generator, path: Union[str, os.PathLike], latent_avg: Optional[torch.Tensor] = None
+) -> Dict[str, Any]:
+    """Write ``{'g_ema': state_dict, 'latent_avg': [w_dim]}`` (rosinality ``.pt``) atomically; returns the dict.
+
+    ``latent_avg`` defaults to the mean mapping output over 4096 seeded normal z (what rosinality computes with
+    ``mean_latent``); it is also copied into ``G.w_avg`` so that truncation of ``G`` and of the reloaded file agree.
+    """
+    from nerfeditor_ns.io_utils import atomic_torch_save
+
+    if latent_avg is None:
+        latent_avg = G.estimate_w_avg()
+    latent_avg = latent_avg.detach().to("cpu", torch.float32).reshape(G.w_dim)
+    with torch.no_grad():
+        G.w_avg.copy_(latent_avg.to(G.w_avg.device))
+    ckpt = {"g_ema": generator_to_rosinality(G), "latent_avg": latent_avg.clone()}
+    atomic_torch_save(ckpt, path)
+    return ckpt
 
 
 def _k4() -> torch.Tensor:

@@ -3,8 +3,8 @@
 The generator trained here *is* :class:`~nerfeditor_ns.gan.stylegan2.StyleGAN2Generator`: a random rosinality-layout
 ``g_ema`` state dict (:func:`init_rosinality_g_ema`, rosinality's initialisation and equalised-lr conventions) is
 loaded with :func:`~nerfeditor_ns.gan.checkpoints.generator_from_checkpoint`, its parameters are trained, and
-:func:`generator_to_rosinality` inverts the loader's key mapping, so the saved file loads with ``load_generator``
-like any user checkpoint and reproduces the trained module exactly.
+:func:`~nerfeditor_ns.gan.checkpoints.generator_to_rosinality` writes it back through the loader's own key map, so
+the saved file loads with ``load_generator`` like any user checkpoint and reproduces the trained module exactly.
 
 Objective (StyleGAN2, Karras et al. 2020, Sec. 2 / App. B, as in rosinality's ``train.py``):
 
@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from nerfeditor_ns.demo_gan.discriminator import ResidualDiscriminator
 from nerfeditor_ns.gan.checkpoints import DEFAULT_MAPPING_LR_MUL, generator_from_checkpoint
-from nerfeditor_ns.gan.discriminator import ResidualDiscriminator
 from nerfeditor_ns.gan.stylegan2 import StyleGAN2Generator
-from nerfeditor_ns.io_utils import atomic_torch_save
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -159,76 +158,6 @@ def build_trainable_generator(config: FaceGANConfig, seed: int = 0) -> StyleGAN2
     G = generator_from_checkpoint({"g_ema": init_rosinality_g_ema(config, seed)})
     # the loader returns an inference module (eval, frozen, w_avg estimated); training needs gradients
     return G.train().requires_grad_(True)
-
-
-def generator_to_rosinality(G: StyleGAN2Generator) -> "OrderedDict[str, Tensor]":
-    """Inverse of :func:`~nerfeditor_ns.gan.checkpoints.rosinality_spec_and_state`: our parameters -> ``g_ema``.
-
-    Only generators with rosinality conventions can be written (equalised 3x3 weights, no activation clamp,
-    mapping lr multiplier 0.01, which the file cannot store); anything else raises ``ValueError``.
-    """
-    spec = G.spec
-    if not spec.equalized_conv_weights or spec.conv_clamp is not None:
-        raise ValueError(
-            "only generators with rosinality conventions (equalized conv weights, no conv_clamp) can be saved in "
-            "the rosinality format; this one came from an NVIDIA checkpoint"
-        )
-    if spec.mapping_lr_mul != DEFAULT_MAPPING_LR_MUL:
-        raise ValueError(
-            f"mapping_lr_mul {spec.mapping_lr_mul} is not stored in rosinality files (loaders assume "
-            f"{DEFAULT_MAPPING_LR_MUL}); train with the default to save this format"
-        )
-    sd = {k: v.detach().to("cpu", torch.float32).clone() for k, v in G.state_dict().items()}
-    out: "OrderedDict[str, Tensor]" = OrderedDict()
-    for i in range(spec.mapping_layers):
-        out[f"style.{i + 1}.weight"] = sd[f"mapping_weights.{i}"]
-        out[f"style.{i + 1}.bias"] = sd[f"mapping_biases.{i}"]
-    out["input.input"] = sd["const"].unsqueeze(0)
-
-    def styled_conv(name: str, j: int) -> None:
-        out[f"{name}.conv.weight"] = sd[f"layers.{j}.weight"].unsqueeze(0)
-        if G.layers[j].up > 1:
-            out[f"{name}.conv.blur.kernel"] = sd["conv_up_kernel"]
-        out[f"{name}.conv.modulation.weight"] = sd[f"layers.{j}.affine_weight"]
-        out[f"{name}.conv.modulation.bias"] = sd[f"layers.{j}.affine_bias"]
-        out[f"{name}.noise.weight"] = sd[f"layers.{j}.noise_strength"].reshape(1)
-        out[f"{name}.activate.bias"] = sd[f"layers.{j}.bias"]
-
-    def to_rgb(name: str, t: int) -> None:
-        out[f"{name}.bias"] = sd[f"torgbs.{t}.bias"].reshape(1, 3, 1, 1)
-        if t > 0:
-            out[f"{name}.upsample.kernel"] = sd["rgb_up_kernel"]
-        out[f"{name}.conv.weight"] = sd[f"torgbs.{t}.weight"].unsqueeze(0)
-        out[f"{name}.conv.modulation.weight"] = sd[f"torgbs.{t}.affine_weight"]
-        out[f"{name}.conv.modulation.bias"] = sd[f"torgbs.{t}.affine_bias"]
-
-    styled_conv("conv1", 0)
-    to_rgb("to_rgb1", 0)
-    for j in range(1, G.num_layers):
-        styled_conv(f"convs.{j - 1}", j)
-    for t in range(1, len(G.torgbs)):
-        to_rgb(f"to_rgbs.{t - 1}", t)
-    for j in range(G.num_layers):
-        out[f"noises.noise_{j}"] = sd[f"layers.{j}.noise_const"]
-    return out
-
-
-def save_rosinality_checkpoint(
-    G: StyleGAN2Generator, path: Union[str, os.PathLike], latent_avg: Optional[Tensor] = None
-) -> Dict[str, Any]:
-    """Write ``{'g_ema': state_dict, 'latent_avg': [w_dim]}`` (rosinality ``.pt``) atomically; returns the dict.
-
-    ``latent_avg`` defaults to the mean mapping output over 4096 seeded normal z (what rosinality computes with
-    ``mean_latent``); it is also copied into ``G.w_avg`` so that truncation of ``G`` and of the reloaded file agree.
-    """
-    if latent_avg is None:
-        latent_avg = G.estimate_w_avg()
-    latent_avg = latent_avg.detach().to("cpu", torch.float32).reshape(G.w_dim)
-    with torch.no_grad():
-        G.w_avg.copy_(latent_avg.to(G.w_avg.device))
-    ckpt = {"g_ema": generator_to_rosinality(G), "latent_avg": latent_avg.clone()}
-    atomic_torch_save(ckpt, path)
-    return ckpt
 
 
 # ------------------------------------------------------------------------------------------------------ losses
