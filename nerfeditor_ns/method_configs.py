@@ -19,6 +19,7 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from nerfeditor_ns.method_names import NERFEDITOR, NERFEDITOR_TINY
 from nerfeditor_ns.nerf.datamanager import GuideSetDataManagerConfig
 from nerfeditor_ns.nerf.model import NerfEditorModelConfig
 from nerfeditor_ns.nerf.ns_compat import FloatExponentialDecaySchedulerConfig
@@ -135,12 +136,12 @@ def make_nerfeditor_config(
 
 
 nerfeditor = make_nerfeditor_config(
-    "nerfeditor",
+    NERFEDITOR,
     "NeRFEditor: conditional nerfacto (style alpha, appearance beta) for 3D-consistent StyleGAN-guided editing.",
 )
 
 nerfeditor_tiny = make_nerfeditor_config(
-    "nerfeditor-tiny",
+    NERFEDITOR_TINY,
     "NeRFEditor, tiny CPU preset (8-level 2^14 hash grid, 512 rays, 300 steps) for tests and the demo.",
     max_num_iterations=300,
     train_num_rays_per_batch=512,
