@@ -137,3 +137,22 @@ def test_bad_inputs_name_the_problem():
         Regions(subject=(0.7, 0.25, 0.3, 0.7))
     with pytest.raises(ValueError, match="select no pixel"):
         Regions().masks(1, 1)
+
+
+def test_metrics_json_block_spread_over_domains():
+    from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics
+
+    original = torch.full((3, S, S, 3), 0.5)
+    edited = original.clone()
+    edited[:, BOX[0], BOX[1]] += 0.2  # training views: subject change 0.2
+    out_original = torch.full((2, S, S, 3), 0.5)
+    out_edited = out_original.clone()
+    out_edited[:, BOX[0], BOX[1]] += 0.05  # out-of-domain views: 0.05 -> ratio 0.25
+    block = edit_fidelity_metrics(edited, original, out_edited, out_original)
+    assert block["training_views"]["subject_change"]["mean"] == pytest.approx(0.2, abs=1e-6)
+    assert block["training_views"]["fraction_changed"] == 1.0
+    assert block["out_of_domain_views"]["fraction_changed"] == 1.0
+    assert block["spread"]["ratio_out_to_in"] == pytest.approx(0.25, abs=1e-5)
+    assert block["regions"] == {"subject_box_xyxy": [0.30, 0.25, 0.70, 0.70], "ring": 0.10, "ring_top": False}
+    no_out = edit_fidelity_metrics(edited, original)
+    assert no_out["out_of_domain_views"] is None and no_out["spread"]["ratio_out_to_in"] is None

@@ -64,7 +64,9 @@ class Regions:
     def __post_init__(self) -> None:
         x0, y0, x1, y1 = self.subject
         if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-            raise ValueError(f"Regions.subject must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {self.subject}.")
+            raise ValueError(
+                f"Regions.subject must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {self.subject}."
+            )
         if not 0.0 < self.ring < 0.5:
             raise ValueError(f"Regions.ring must be in (0, 0.5), got {self.ring}.")
         if x0 < self.ring or 1.0 - x1 < self.ring or 1.0 - y1 < self.ring or (self.ring_top and y0 < self.ring):
@@ -227,3 +229,32 @@ def fidelity_report(
 def regions_record(regions: Regions = DEFAULT_REGIONS) -> Dict[str, object]:
     """The region definition as written next to the figures (so a reader knows what was measured)."""
     return {"subject_box_xyxy": list(regions.subject), "ring": regions.ring, "ring_top": regions.ring_top}
+
+
+def edit_fidelity_metrics(
+    train_edited: Float[Tensor, "N H W 3"],
+    train_original: Float[Tensor, "N H W 3"],
+    out_edited: Optional[Float[Tensor, "M h w 3"]] = None,
+    out_original: Optional[Float[Tensor, "M h w 3"]] = None,
+    regions: Regions = DEFAULT_REGIONS,
+    threshold: float = CHANGE_THRESHOLD,
+) -> Dict[str, object]:
+    """The ``fidelity`` block of ``metrics.json``.
+
+    Args:
+        train_edited / train_original: the edited run at alpha = 1 and the original run, at every training camera
+            (the in-domain views: the captured range), both at their default appearance.
+        out_edited / out_original: the same at the edit's out-of-domain views (None when the edit had none).
+
+    Returns ``regions`` (their definition), ``training_views`` and ``out_of_domain_views`` (:func:`fidelity_report`)
+    and ``spread`` (:func:`domain_spread` of the training views' subject change against the out-of-domain views').
+    """
+    train = fidelity_report(train_edited, train_original, regions, threshold)
+    out: Dict[str, object] = {"regions": regions_record(regions), "training_views": train,
+                              "out_of_domain_views": None}
+    change_out = None
+    if out_edited is not None and out_original is not None and out_edited.shape[0] > 0:
+        out["out_of_domain_views"] = fidelity_report(out_edited, out_original, regions, threshold)
+        change_out = subject_change(out_edited, out_original, regions)
+    out["spread"] = domain_spread(subject_change(train_edited, train_original, regions), change_out)
+    return out
