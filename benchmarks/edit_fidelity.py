@@ -244,6 +244,15 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
 
     n_views = int(all_whole.numel())
     if result.edit.kind == "null":
+        # a (near-)null edit must do the whole job: every step timed afresh and the NeRF finetuned for its steps
+        record = read_json(run / "edit.json")
+        timed = record.get("timings_s", {}) if isinstance(record.get("timings_s"), dict) else {}
+        ran = [k for k, v in timed.items() if isinstance(v, (int, float))]
+        ft_steps = (record.get("finetune") or {}).get("steps", 0) if isinstance(record.get("finetune"), dict) else 0
+        figs["steps_timed"], figs["finetune_steps"] = ran, ft_steps
+        result.checks.append(("no step short-cut (all steps ran, NeRF finetuned)",
+                              f"{len(ran)} steps timed, {ft_steps} finetune steps", "all steps, >= 1",
+                              len(ran) == len(timed) > 0 and int(ft_steps) >= 1))
         worst = float(all_whole.min())
         result.checks.append((f"whole-image PSNR, every view ({n_views})", f"min {worst:.2f} dB",
                               f">= {NULL_PSNR_MIN:.0f} dB", worst >= NULL_PSNR_MIN))

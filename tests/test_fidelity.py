@@ -151,8 +151,19 @@ def test_metrics_json_block_spread_over_domains():
     block = edit_fidelity_metrics(edited, original, out_edited, out_original)
     assert block["training_views"]["subject_change"]["mean"] == pytest.approx(0.2, abs=1e-6)
     assert block["training_views"]["fraction_changed"] == 1.0
+    assert block["training_views"]["image_size"] == [S, S]
     assert block["out_of_domain_views"]["fraction_changed"] == 1.0
     assert block["spread"]["ratio_out_to_in"] == pytest.approx(0.25, abs=1e-5)
     assert block["regions"] == {"subject_box_xyxy": [0.30, 0.25, 0.70, 0.70], "ring": 0.10, "ring_top": False}
     no_out = edit_fidelity_metrics(edited, original)
     assert no_out["out_of_domain_views"] is None and no_out["spread"]["ratio_out_to_in"] is None
+
+
+def test_metrics_scale_caps_the_longest_side():
+    from nerfeditor_ns.eval.fidelity import metrics_scale
+
+    assert metrics_scale(64, 64) == pytest.approx(0.5)  # 64 px -> 32 px
+    assert metrics_scale(128, 96) == pytest.approx(0.25)
+    assert metrics_scale(20, 30) == 1.0  # never upsampled
+    with pytest.raises(ValueError, match="positive"):
+        metrics_scale(0, 10)

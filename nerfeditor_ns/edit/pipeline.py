@@ -953,7 +953,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
     from nerfeditor_ns.edit.outputs import save_grid, save_turntable, turntable_cameras, write_json_atomic
     from nerfeditor_ns.edit.render import render_views
     from nerfeditor_ns.eval.metrics import edit_metrics
-    from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics  # edit fidelity
+    from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics, metrics_scale  # edit fidelity
 
     a = ctx.args
     render, guides, masks, crops = (ctx.results[k] for k in ("render", "guides", "masks", "crops"))
@@ -999,14 +999,17 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
         capture = torch.stack([dataset[int(i)]["image"][..., :3].float() for i in idx])
         recon_after = render_views(edited, recon_cams, alpha=0.0, chunk=a.render_chunk,
                                    description="Reconstruction (edited, alpha 0)")["rgb"]
+        recon_before = render_views(original, recon_cams, alpha=0.0, chunk=a.render_chunk,
+                                    description="Reconstruction (original)")["rgb"]
         # >>> edit fidelity (nerfeditor_ns.eval.fidelity): edited alpha 1 vs the ORIGINAL run at ALL training cameras,
-        # on regions fixed independently of the edit's masks; the original renders also serve the reconstruction check
-        all_cams = train_cams if a.render_scale == 1.0 else _rescaled(train_cams, a.render_scale)
+        # on regions fixed independently of the edit's masks, at <= METRICS_MAX_SIDE px (a pixel sample, cheap)
+        h, w = (round(int(t.max()) * a.render_scale) for t in (train_cams.height, train_cams.width))
+        scale = a.render_scale * metrics_scale(h, w)
+        all_cams = train_cams if scale == 1.0 else _rescaled(train_cams, scale)
         fid_original = render_views(original, all_cams, alpha=0.0, chunk=a.render_chunk,
                                     description="Fidelity (original, training views)")["rgb"]
         fid_edited = render_views(edited, all_cams, alpha=1.0, chunk=a.render_chunk,
                                   description="Fidelity (edited, training views)")["rgb"]
-        recon_before = fid_original[idx]
         # <<< edit fidelity
         if capture.shape[1:3] != recon_after.shape[1:3]:
             capture = torch.nn.functional.interpolate(

@@ -48,6 +48,17 @@ CHANGE_THRESHOLD = 0.03
 """Mean absolute change (in [0, 1] RGB) from which a view's subject counts as changed."""
 ALIGNED_FACE_BOX: Tuple[float, float, float, float] = (0.30, 0.35, 0.70, 0.80)
 """(x0, y0, x1, y1) of the inner face (forehead to chin, cheek to cheek) in an FFHQ-aligned face image."""
+METRICS_MAX_SIDE = 32
+"""Longest image side (pixels) at which ns-edit renders the training views for metrics.json's fidelity block: a
+regular sample of the pixels of every view (1/4 of them at 64 px), which keeps the outputs step cheap on a CPU;
+benchmarks/edit_fidelity.py measures at the full training resolution."""
+
+
+def metrics_scale(height: int, width: int, max_side: int = METRICS_MAX_SIDE) -> float:
+    """Resolution factor (<= 1) that brings an image's longest side down to at most ``max_side`` pixels."""
+    if height < 1 or width < 1 or max_side < 1:
+        raise ValueError(f"metrics_scale needs positive sizes, got {height} x {width}, max_side {max_side}.")
+    return min(1.0, max_side / max(height, width))
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,7 @@ def fidelity_report(
     change = subject_change(edited, original, regions)
     out: Dict[str, object] = {
         "num_views": int(kept.shape[0]),
+        "image_size": [int(edited.shape[1]), int(edited.shape[2])],
         "kept_psnr_outside": {"per_view": _finite(kept.tolist()), "min": float(kept.min()),
                               "mean": float(kept.mean())},
         "subject_change": {"per_view": _finite(change.tolist()), "min": float(change.min()),
