@@ -257,10 +257,11 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
         result.checks.append((f"whole-image PSNR, every view ({n_views})", f"min {worst:.2f} dB",
                               f">= {NULL_PSNR_MIN:.0f} dB", worst >= NULL_PSNR_MIN))
     else:
+        import numpy as np
         from PIL import Image
 
         with Image.open(result.edit.reference) as im:
-            ref = torch.from_numpy(__import__("numpy").asarray(im.convert("RGB"), dtype="float32") / 255.0)
+            ref = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
         ref_colour = fid.reference_face_colour(ref)
         towards = [fid.towards_reference(e, o, ref_colour) for _, e, o in groups]
         closer = [c for t in towards for c in t["closer"]]
@@ -440,8 +441,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {args.threads} thread(s)"
     size = f"{int(train_cams.width[0])} px"
+    from nerfeditor_ns.eval.fidelity import DEFAULT_REGIONS as R
+
+    x0, y0, x1, y1 = R.subject
     header = (f"Edit fidelity on {args.data} at {size} ({device}); run {config}; generator {args.generator.name}; "
-              f"regions: subject box x 0.30-0.70 y 0.25-0.70, outside ring 0.10 (left, right, bottom)")
+              f"regions: subject box x {x0:.2f}-{x1:.2f} y {y0:.2f}-{y1:.2f}, outside ring {R.ring:.2f} "
+              f"({'all edges' if R.ring_top else 'left, right, bottom'})")
     if "train" in timings:
         header += f"; training {args.train_steps} steps took {timings['train']:.0f} s"
     print_report(results, header)
