@@ -88,6 +88,7 @@ class EditResult:
     checks: List[Tuple[str, str, str, bool]] = field(default_factory=list)  # criterion, value, threshold, passed
     generator_finetune: Optional[Dict[str, Any]] = None
     run_dir: Optional[Path] = None
+    reused: bool = False  # measured from an earlier run (--reuse): seconds = the sum of its steps' timings
 
 
 def edit_specs(demo_reference: Path) -> Dict[str, EditSpec]:
@@ -169,7 +170,8 @@ def run_ns_edit(argv: List[str], log: Path, env: Dict[str, str]) -> Tuple[int, f
     with open(log, "w") as fh:
         status = subprocess.call(ns_edit_command() + argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
     seconds = time.time() - started
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    text = log.read_text(errors="replace").translate({ord(c): " " for c in "│╭╮╰╯─━"})
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     return status, seconds, " ".join(" ".join(lines[-4:]).split())[:400]
 
 
@@ -326,11 +328,14 @@ def print_report(results: List[EditResult], header: str) -> None:
             return "n/a" if v is None else fmt.format(v)
 
         ratio = f["spread"]["ratio_out_to_in"]
-        print(f"| {r.variant} | {r.edit.name} | {r.seconds:.0f} | {g('psnr_whole_min_train')} / "
+        seconds = f"{r.seconds:.0f}{'*' if r.reused else ''}"
+        print(f"| {r.variant} | {r.edit.name} | {seconds} | {g('psnr_whole_min_train')} / "
               f"{g('psnr_whole_mean_train')} | {g('psnr_whole_min_ood')} / {g('psnr_whole_mean_ood')} | "
               f"{g('psnr_outside_min_train')} / {g('psnr_outside_min_ood')} | {g('change_mean_train', '{:.3f}')} / "
               f"{g('change_mean_ood', '{:.3f}')} | {100 * f['fraction_changed']:.0f} % | "
               f"{'n/a' if ratio is None else f'{ratio:.2f}'} |")
+    if any(r.reused for r in results):
+        print("\n(*) reused run (--reuse): the sum of its ns-edit steps' timings, not a fresh wall time.")
     gens = [r for r in results if r.error is None]
     print("\nGenerator fidelity (the generator at the adjusted codes against the in-domain render crops):")
     for r in gens:
@@ -434,6 +439,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 steps_s = read_json(r.run_dir / "edit.json").get("timings_s", {})  # the steps' own timings
                 r.seconds = float(sum(v for v in steps_s.values() if isinstance(v, (int, float)))) or float("nan")
+                r.reused = True
             try:
                 measure(r, original, original_train, train_cams, args.render_chunk)
             except Exception as err:  # a damaged run must not hide the other rows
