@@ -30,6 +30,11 @@ Definitions (per view n):
   a view moved towards the reference when ``d_after < d_before``.
 - **domain spread**: the mean subject change over the out-of-domain views divided by that over the in-domain views
   (1 = the change is as strong in both; near 0 = the out-of-domain views kept the old look).
+
+``ns-edit`` writes :func:`edit_fidelity_metrics` into ``metrics.json`` (key ``fidelity``) with the training views
+rendered at most :data:`METRICS_MAX_SIDE` pixels wide (a regular pixel sample, to keep the outputs step cheap) and
+the out-of-domain views at the edit's render size; ``benchmarks/edit_fidelity.py`` applies the same definitions at
+the full training resolution. The regions assume a centred subject; pass other :class:`Regions` for other framings.
 """
 
 from __future__ import annotations
