@@ -109,6 +109,11 @@ def _check_new_run(ws, out: Path, finetune_steps: int = FINETUNE_STEPS) -> Dict:
         config, pipeline, ckpt, step = eval_setup(out / "config.yml", test_mode="test")
     assert out in ckpt.parents and step == TRAIN_STEPS - 1 + finetune_steps
     assert config.pipeline.model.finetune and Path(config.pipeline.datamanager.guide_sets_dir).parent == out
+    fidelity = metrics["fidelity"]  # fixed-region fidelity at ALL training cameras + the out-of-domain views
+    assert fidelity["training_views"]["num_views"] == len(pipeline.datamanager.train_dataset)
+    assert fidelity["training_views"]["image_size"] == [32, 32]  # 64 px x --render-scale 0.5, <= 32 px
+    assert len(fidelity["training_views"]["subject_change"]["per_view"]) == len(pipeline.datamanager.train_dataset)
+    assert fidelity["out_of_domain_views"]["num_views"] == 2 and fidelity["spread"]["ratio_out_to_in"] is not None
     return {"record": record, "metrics": metrics, "pipeline": pipeline}
 
 

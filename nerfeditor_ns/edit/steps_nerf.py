@@ -57,6 +57,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
 
     from nerfeditor_ns.edit.outputs import save_grid, save_turntable, turntable_cameras, write_json_atomic
     from nerfeditor_ns.edit.render import render_views
+    from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics, metrics_scale
     from nerfeditor_ns.eval.metrics import edit_metrics
 
     a = ctx.args
@@ -105,6 +106,15 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
                                    description="Reconstruction (edited, alpha 0)")["rgb"]
         recon_before = render_views(original, recon_cams, alpha=0.0, chunk=a.render_chunk,
                                     description="Reconstruction (original)")["rgb"]
+        # edit fidelity (eval/fidelity.py): edited alpha 1 vs the ORIGINAL run at ALL training cameras, on regions fixed
+        # independently of the edit's masks, at <= METRICS_MAX_SIDE px (a regular pixel sample of every view: cheap)
+        h, w = (round(int(t.max()) * a.render_scale) for t in (train_cams.height, train_cams.width))
+        scale = a.render_scale * metrics_scale(h, w)
+        all_cams = train_cams if scale == 1.0 else rescaled(train_cams, scale)
+        fid_original = render_views(original, all_cams, alpha=0.0, chunk=a.render_chunk,
+                                    description="Fidelity (original, training views)")["rgb"]
+        fid_edited = render_views(edited, all_cams, alpha=1.0, chunk=a.render_chunk,
+                                  description="Fidelity (edited, training views)")["rgb"]
         if capture.shape[1:3] != recon_after.shape[1:3]:
             capture = torch.nn.functional.interpolate(
                 capture.permute(0, 3, 1, 2), size=tuple(recon_after.shape[1:3]), mode="area"
@@ -119,6 +129,9 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
             frontal_crop_original=crops["crops_front"], frontal_crop_edited=edited_frontal_crop(ctx, edited),
             arcface=arcface_fn(ctx), clip_score=clip_score_fn(ctx), prompt=a.prompt,
         )
+        has_out = views.cameras_out is not None
+        metrics["fidelity"] = edit_fidelity_metrics(fid_edited, fid_original, after_all[n_in:] if has_out else None,
+                                                    before_all[n_in:] if has_out else None)
         write_json_atomic(metrics, work / "metrics.json")
         out["video"] = video.name
         return out
