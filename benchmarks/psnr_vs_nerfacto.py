@@ -83,6 +83,9 @@ class BenchmarkConfig:
     """Methods to run."""
     threads: int = 1
     """torch CPU threads (CPU runs only)."""
+    same_datamanager: bool = False
+    """Give nerfacto nerfeditor's data manager too (without guide sets it yields nerfacto-style batches), so that only
+    the model differs; default: nerfacto's own single-process VanillaDataManager."""
     summary_only: bool = False
     """Only print the summary of the runs already in results.jsonl."""
 
@@ -166,7 +169,12 @@ def make_config(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkCo
 
         config = copy.deepcopy(method_configs["nerfacto"])
         old = config.pipeline.datamanager
-        config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=old.dataparser)
+        if cfg.same_datamanager:
+            from nerfeditor_ns.nerf.datamanager import GuideSetDataManagerConfig
+
+            config.pipeline.datamanager = GuideSetDataManagerConfig(dataparser=old.dataparser, num_processes=0)
+        else:
+            config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=old.dataparser)
     elif method == "nerfeditor":
         from nerfeditor_ns.method_configs import nerfeditor
 
@@ -224,7 +232,7 @@ def run_method(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkCon
 
 
 def _key(r: Dict) -> Tuple:
-    return (r["capture"], r["width"], r["steps"], r["seed"], r["method"], r["size_preset"], r["rays"])
+    return (r["capture"], r["width"], r["steps"], r["seed"], r["method"], r["size_preset"], r["rays"], r.get("dm", "own"))
 
 
 def load_results(path: Path) -> List[Dict]:
@@ -243,14 +251,14 @@ def summarise(results: List[Dict]) -> List[str]:
     """Lines of the summary table: per (capture, width, steps), nerfeditor - nerfacto over the seeds run by both."""
     groups: Dict[Tuple, Dict[int, Dict[str, Dict]]] = {}
     for r in results:
-        groups.setdefault((r["capture"], r["width"], r["steps"], r["size_preset"], r["rays"]), {}).setdefault(
+        groups.setdefault((r["capture"], r["width"], r["steps"], r["size_preset"], r["rays"], r.get("dm", "own")), {}).setdefault(
             r["seed"], {}
         )[r["method"]] = r
     lines = [
         f"{'capture':<16} {'px':>4} {'steps':>5} {'seeds':>5}  {'dPSNR mean±sd':>15} {'dSSIM mean±sd':>17} "
         f"{'time ratio (cpu)':>16} {'(wall)':>6}  nerfacto PSNR/SSIM  verdict"
     ]
-    for (capture, width, steps, preset, rays), by_seed in sorted(groups.items()):
+    for (capture, width, steps, preset, rays, dm), by_seed in sorted(groups.items()):
         pairs = [s for s in by_seed.values() if "nerfacto" in s and "nerfeditor" in s]
         if not pairs:
             continue
@@ -268,7 +276,7 @@ def summarise(results: List[Dict]) -> List[str]:
         sd = lambda v: "n/a" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
         sd4 = lambda v: "n/a" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
         lines.append(
-            f"{capture:<16} {width:>4} {steps:>5} {len(pairs):>5}  {dpsnr[0]:>+7.3f}±{sd(dpsnr[1]):<7} "
+            f"{capture + ('' if dm == 'own' else ' (same dm)'):<16} {width:>4} {steps:>5} {len(pairs):>5}  {dpsnr[0]:>+7.3f}±{sd(dpsnr[1]):<7} "
             f"{dssim[0]:>+8.4f}±{sd4(dssim[1]):<8} {cpu_ratio:>16.3f} {wall_ratio:>6.2f}  "
             f"{base_psnr:>7.2f} / {base_ssim:.4f}   {'PASS' if ok else 'FAIL'}"
         )
@@ -298,7 +306,8 @@ def main(cfg: BenchmarkConfig) -> List[Dict]:
                     for seed in cfg.seeds:
                         for method in cfg.methods:
                             row = dict(capture=data.name, width=width, steps=steps, seed=seed, method=method,
-                                       size_preset=cfg.size_preset, rays=cfg.rays_per_batch)  # fmt: skip
+                                       size_preset=cfg.size_preset, rays=cfg.rays_per_batch,
+                                       dm="same" if cfg.same_datamanager else "own")  # fmt: skip
                             if any(_key(r) == _key(row) for r in load_results(results_path)):
                                 continue
                             row.update(run_method(method, capture, steps, seed, cfg, device_type), device=device_type)
