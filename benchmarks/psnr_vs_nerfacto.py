@@ -1,18 +1,28 @@
-"""PSNR and speed of ``nerfeditor`` against nerfstudio's ``nerfacto`` on the same scene, steps and held-out frames.
+"""Reconstruction of ``nerfeditor`` (alpha = 0, before any edit) against nerfstudio's ``nerfacto``: held-out PSNR,
+SSIM and time per step over captures, image sizes, step counts and seeds.
 
-    python benchmarks/psnr_vs_nerfacto.py --data tests/data/face_small --steps 500
-    python benchmarks/psnr_vs_nerfacto.py --data /path/to/face --downscale-factor 4 --steps 1000
-    python benchmarks/psnr_vs_nerfacto.py --size full --steps 30000        # real presets (GPU)
+    python benchmarks/psnr_vs_nerfacto.py --data tests/data/face_small --sizes 64 --steps 1000 --seeds 0 1 2
+    python benchmarks/psnr_vs_nerfacto.py --data /work/shared/data/face /path/to/object --sizes 64 128 \\
+        --steps 1000 3000 --seeds 0 1 2
+    python benchmarks/psnr_vs_nerfacto.py --summary-only --output-dir benchmark_outputs   # table of finished runs
 
-Both methods train through nerfstudio's Trainer with the same data parser (nerfstudio's eval split: every frame
-not in the train fraction is held out), the same ray batch, the same seed and the same step count; then the mean
-PSNR / SSIM over all held-out images is reported with seconds per training step. ``--size reduced`` (default)
-applies the same smaller hash grid and sample counts to both so that the comparison fits on a CPU; ``--size full``
-keeps both presets as shipped.
+Any nerfstudio-format capture works (a folder with ``transforms.json``). Each ``--sizes`` entry is an image width in
+pixels: the capture is resized once into ``<output-dir>/captures/<name>_<width>px`` (images resampled with Lanczos,
+masks nearest, intrinsics scaled; depth maps are dropped). Both methods then train through nerfstudio's Trainer on
+the same data parser (nerfstudio's default eval split), the same ray batch, seed and steps, sampling rays in the
+training process (nerfacto: VanillaDataManager; nerfeditor: its guide-set data manager with ``num_processes = 0``,
+which without guide sets yields the same batches), so that the time of a step is the time of the model. Times are
+CPU seconds of this process per step (robust to other load on a shared machine) and wall seconds per step; on CUDA
+both are wall time after synchronisation.
 
-nerfacto builds torchmetrics' LPIPS, which downloads AlexNet weights; offline that fails, so while nerfacto is
-constructed here LPIPS is replaced by a stand-in that reports NaN (the metric is not part of this comparison).
-nerfeditor leaves LPIPS out by itself when the weights are not local.
+Every run appends one line to ``<output-dir>/results.jsonl`` and is skipped when already there, so a matrix can be
+split over processes (e.g. one per seed) and resumed. The summary prints, per capture / size / steps, the mean and
+the spread (sample standard deviation over seeds) of nerfeditor - nerfacto for PSNR and SSIM and the ratio of the
+times, against the targets: PSNR >= -0.1 dB, |SSIM| <= 0.005, time within 10 %.
+
+``--size-preset reduced`` (default) gives both methods the same smaller hash grid and sample counts so that the
+comparison fits on a CPU; ``full`` keeps both presets as shipped. nerfacto builds torchmetrics' LPIPS, which
+downloads AlexNet weights; while nerfacto is constructed here LPIPS is replaced by a NaN stand-in (not compared).
 """
 
 from __future__ import annotations
@@ -20,10 +30,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Literal, Optional, Tuple
+from typing import Dict, Iterator, List, Literal, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,33 +54,91 @@ REDUCED_MODEL_ARGS = dict(
     ],
     eval_num_rays_per_chunk=1 << 13,
 )
-"""Model settings given to BOTH methods with ``--size reduced`` (fields nerfacto and nerfeditor share)."""
+"""Model settings given to BOTH methods with ``--size-preset reduced`` (fields nerfacto and nerfeditor share)."""
+
+TARGET_PSNR = -0.1
+TARGET_SSIM = 0.005
+TARGET_TIME = 0.10
 
 
 @dataclass
 class BenchmarkConfig:
-    """Train nerfacto and nerfeditor identically and compare held-out PSNR and speed."""
+    """Train nerfacto and nerfeditor identically over a matrix of captures / sizes / steps / seeds and compare."""
 
-    data: Path = REPO_ROOT / "tests" / "data" / "face_small"
-    """Scene in nerfstudio format (folder with transforms.json)."""
-    steps: int = 500
+    data: Tuple[Path, ...] = (REPO_ROOT / "tests" / "data" / "face_small",)
+    """Captures in nerfstudio format (folders with transforms.json)."""
+    sizes: Tuple[int, ...] = (64,)
+    """Image widths in pixels to resize each capture to (0 = as stored)."""
+    steps: Tuple[int, ...] = (1000,)
     """Training steps for each method."""
-    downscale_factor: Optional[int] = None
-    """Image downscale factor of nerfstudio's data parser (None: its default)."""
-    size: Literal["reduced", "full"] = "reduced"
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    """Seeds; each (capture, size, steps) runs once per seed and method."""
+    size_preset: Literal["reduced", "full"] = "reduced"
     """reduced: the same smaller grid / samples for both (CPU); full: the presets as shipped."""
     rays_per_batch: int = 512
     """Training rays per step for both (full size: 4096 like nerfacto)."""
-    seed: int = 42
-    """Seed for both runs."""
     output_dir: Path = Path("benchmark_outputs")
-    """Where the runs and results.json go."""
+    """Where the resized captures, the runs and results.jsonl go."""
     methods: Tuple[str, ...] = ("nerfacto", "nerfeditor")
     """Methods to run."""
     threads: int = 1
-    """torch CPU threads (CPU runs only; more threads slow small models down on a busy machine)."""
+    """torch CPU threads (CPU runs only)."""
+    same_datamanager: bool = False
+    """Give nerfacto nerfeditor's data manager too (without guide sets it yields nerfacto-style batches), so that only
+    the model differs; default: nerfacto's own single-process VanillaDataManager."""
+    summary_only: bool = False
+    """Only print the summary of the runs already in results.jsonl."""
 
 
+# ---------------------------------------------------------------------------------------------------- captures
+def resized_capture(src: Path, width: int, out_root: Path) -> Path:
+    """``src`` resized to ``width`` pixels wide (cached under ``out_root``); ``src`` itself for width 0 / same."""
+    from PIL import Image
+
+    meta = json.loads((src / "transforms.json").read_text())
+    first = meta["frames"][0]
+    w0 = int(first.get("w", meta.get("w", 0))) or Image.open(src / first["file_path"]).size[0]
+    if width in (0, w0):
+        return src
+    dst = out_root / "captures" / f"{src.name}_{width}px"
+    if (dst / "transforms.json").is_file():
+        return dst
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    scale = width / w0
+
+    def scale_intrinsics(d: Dict) -> None:
+        for key in ("fl_x", "fl_y", "cx", "cy"):
+            if key in d:
+                d[key] = float(d[key]) * scale
+        for key in ("w", "h"):
+            if key in d:
+                d[key] = int(round(int(d[key]) * scale))
+
+    def resize(rel: str, resample) -> None:
+        image = Image.open(src / rel)
+        size = (int(round(image.size[0] * scale)), int(round(image.size[1] * scale)))
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        image.resize(size, resample).save(tmp / rel)
+
+    scale_intrinsics(meta)
+    for frame in meta["frames"]:
+        scale_intrinsics(frame)
+        resize(frame["file_path"], Image.LANCZOS)
+        if "mask_path" in frame:
+            resize(frame["mask_path"], Image.NEAREST)
+        frame.pop("depth_file_path", None)
+    if "ply_file_path" in meta and (src / meta["ply_file_path"]).is_file():
+        shutil.copy(src / meta["ply_file_path"], tmp / meta["ply_file_path"])
+    else:
+        meta.pop("ply_file_path", None)
+    (tmp / "transforms.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------------- runs
 @contextlib.contextmanager
 def no_lpips_download() -> Iterator[None]:
     """Replace torchmetrics' LPIPS by a NaN stand-in while a nerfacto model is built (it would download AlexNet)."""
@@ -89,7 +160,7 @@ def no_lpips_download() -> Iterator[None]:
         lpip_module.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
 
 
-def make_config(method: str, cfg: BenchmarkConfig, device_type: str):
+def make_config(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkConfig, device_type: str, run_dir: Path):
     """The method's preset with the shared benchmark settings applied."""
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 
@@ -97,90 +168,154 @@ def make_config(method: str, cfg: BenchmarkConfig, device_type: str):
         from nerfstudio.configs.method_configs import method_configs
 
         config = copy.deepcopy(method_configs["nerfacto"])
-        # Same single-process ray sampling as nerfeditor's data manager (nerfacto's parallel one forks workers).
         old = config.pipeline.datamanager
-        config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=old.dataparser)
+        if cfg.same_datamanager:
+            from nerfeditor_ns.nerf.datamanager import GuideSetDataManagerConfig
+
+            config.pipeline.datamanager = GuideSetDataManagerConfig(dataparser=old.dataparser, num_processes=0)
+        else:
+            config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=old.dataparser)
     elif method == "nerfeditor":
         from nerfeditor_ns.method_configs import nerfeditor
 
         config = copy.deepcopy(nerfeditor.config)
+        config.pipeline.datamanager.num_processes = 0
     else:
         raise SystemExit(f"Unknown method {method!r}: choose from nerfacto, nerfeditor.")
     dm = config.pipeline.datamanager
-    dm.data = cfg.data
+    dm.data = data
     dm.train_num_rays_per_batch = cfg.rays_per_batch
     dm.eval_num_rays_per_batch = cfg.rays_per_batch
-    if cfg.downscale_factor is not None:
-        dm.dataparser.downscale_factor = cfg.downscale_factor
-    if cfg.size == "reduced":
+    if cfg.size_preset == "reduced":
         for key, value in REDUCED_MODEL_ARGS.items():
             setattr(config.pipeline.model, key, copy.deepcopy(value))
-    config.max_num_iterations = cfg.steps
-    config.steps_per_eval_batch = cfg.steps * 10
-    config.steps_per_eval_image = cfg.steps * 10
-    config.steps_per_eval_all_images = cfg.steps * 10
-    config.steps_per_save = cfg.steps * 10
-    config.logging.steps_per_log = max(1, cfg.steps // 5)
+    config.max_num_iterations = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = steps * 10
+    config.steps_per_save = steps * 10
+    config.logging.steps_per_log = max(1, steps // 5)
     config.vis = "tensorboard"
     config.machine.device_type = device_type  # type: ignore[assignment]
-    config.machine.seed = cfg.seed
-    config.output_dir = cfg.output_dir
+    config.machine.seed = seed
+    config.output_dir = run_dir
     config.experiment_name = "psnr_vs_nerfacto"
     config.set_timestamp()
     return config
 
 
-def run_method(method: str, cfg: BenchmarkConfig, device_type: str) -> Dict[str, float]:
-    """Train one method; returns held-out PSNR / SSIM and seconds per step."""
+def run_method(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkConfig, device_type: str) -> Dict:
+    """Train one method; returns held-out PSNR / SSIM and seconds per step (CPU and wall)."""
     import torch
     from nerfstudio.scripts.train import _set_random_seed
+    from nerfstudio.utils import writer
 
-    config = make_config(method, cfg, device_type)
-    _set_random_seed(cfg.seed)
+    config = make_config(method, data, steps, seed, cfg, device_type, cfg.output_dir / "runs")
+    _set_random_seed(seed)
     trainer = config.setup(local_rank=0, world_size=1)
     with no_lpips_download() if method == "nerfacto" else contextlib.nullcontext():
         trainer.setup()
     if device_type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     trainer.train()
     if device_type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    metrics = trainer.pipeline.get_average_eval_image_metrics(step=cfg.steps)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    metrics = trainer.pipeline.get_average_eval_image_metrics(step=steps)
+    writer.EVENT_WRITERS.clear()  # nerfstudio's writers are global: the next run would log into this one's
     return {
         "psnr": float(metrics["psnr"]),
         "ssim": float(metrics["ssim"]),
-        "seconds_per_step": seconds / cfg.steps,
+        "cpu_s_per_step": cpu / steps if device_type == "cpu" else wall / steps,
+        "wall_s_per_step": wall / steps,
         "num_eval_images": len(trainer.pipeline.datamanager.eval_dataset),
     }
 
 
-def main(cfg: BenchmarkConfig) -> Dict[str, Dict[str, float]]:
+def _key(r: Dict) -> Tuple:
+    return (r["capture"], r["width"], r["steps"], r["seed"], r["method"], r["size_preset"], r["rays"], r.get("dm", "own"))
+
+
+def load_results(path: Path) -> List[Dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def summarise(results: List[Dict]) -> List[str]:
+    """Lines of the summary table: per (capture, width, steps), nerfeditor - nerfacto over the seeds run by both."""
+    groups: Dict[Tuple, Dict[int, Dict[str, Dict]]] = {}
+    for r in results:
+        groups.setdefault((r["capture"], r["width"], r["steps"], r["size_preset"], r["rays"], r.get("dm", "own")), {}).setdefault(
+            r["seed"], {}
+        )[r["method"]] = r
+    lines = [
+        f"{'capture':<16} {'px':>4} {'steps':>5} {'seeds':>5}  {'dPSNR mean±sd':>15} {'dSSIM mean±sd':>17} "
+        f"{'time ratio (cpu)':>16} {'(wall)':>6}  nerfacto PSNR/SSIM  verdict"
+    ]
+    for (capture, width, steps, preset, rays, dm), by_seed in sorted(groups.items()):
+        pairs = [s for s in by_seed.values() if "nerfacto" in s and "nerfeditor" in s]
+        if not pairs:
+            continue
+        dpsnr = _mean_std([p["nerfeditor"]["psnr"] - p["nerfacto"]["psnr"] for p in pairs])
+        dssim = _mean_std([p["nerfeditor"]["ssim"] - p["nerfacto"]["ssim"] for p in pairs])
+        cpu_ratio = statistics.fmean([p["nerfeditor"]["cpu_s_per_step"] for p in pairs]) / statistics.fmean(
+            [p["nerfacto"]["cpu_s_per_step"] for p in pairs]
+        )
+        wall_ratio = statistics.fmean([p["nerfeditor"]["wall_s_per_step"] for p in pairs]) / statistics.fmean(
+            [p["nerfacto"]["wall_s_per_step"] for p in pairs]
+        )
+        base_psnr = statistics.fmean([p["nerfacto"]["psnr"] for p in pairs])
+        base_ssim = statistics.fmean([p["nerfacto"]["ssim"] for p in pairs])
+        ok = dpsnr[0] >= TARGET_PSNR and abs(dssim[0]) <= TARGET_SSIM and abs(cpu_ratio - 1) <= TARGET_TIME
+        sd = lambda v: "n/a" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
+        sd4 = lambda v: "n/a" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
+        lines.append(
+            f"{capture + ('' if dm == 'own' else ' (same dm)'):<16} {width:>4} {steps:>5} {len(pairs):>5}  {dpsnr[0]:>+7.3f}±{sd(dpsnr[1]):<7} "
+            f"{dssim[0]:>+8.4f}±{sd4(dssim[1]):<8} {cpu_ratio:>16.3f} {wall_ratio:>6.2f}  "
+            f"{base_psnr:>7.2f} / {base_ssim:.4f}   {'PASS' if ok else 'FAIL'}"
+        )
+    lines.append(
+        f"targets: dPSNR >= {TARGET_PSNR} dB (mean over seeds), |dSSIM| <= {TARGET_SSIM}, "
+        f"time ratio within {TARGET_TIME:.0%} (CPU seconds per step)"
+    )
+    return lines
+
+
+def main(cfg: BenchmarkConfig) -> List[Dict]:
     import torch
 
-    if not (cfg.data / "transforms.json").is_file():
-        raise SystemExit(f"No nerfstudio scene at {cfg.data}: pass --data <folder with transforms.json>.")
-    if cfg.downscale_factor not in (None, 1) and not (cfg.data / f"images_{cfg.downscale_factor}").is_dir():
-        raise SystemExit(
-            f"--downscale-factor {cfg.downscale_factor} needs the folder {cfg.data}/images_{cfg.downscale_factor} "
-            "(ns-process-data writes images_2/4/8); create it or drop the flag."
-        )
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_type == "cpu" and cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    results = {method: run_method(method, cfg, device_type) for method in cfg.methods}
-    print(f"\nscene {cfg.data}, {cfg.steps} steps, {cfg.rays_per_batch} rays/step, size {cfg.size}, {device_type}")
-    print(f"{'method':<12} {'PSNR (dB)':>10} {'SSIM':>8} {'s/step':>9}  held-out images")
-    for method, r in results.items():
-        print(
-            f"{method:<12} {r['psnr']:>10.3f} {r['ssim']:>8.4f} {r['seconds_per_step']:>9.4f}  {r['num_eval_images']}"
-        )
-    if "nerfacto" in results and "nerfeditor" in results:
-        gap = results["nerfeditor"]["psnr"] - results["nerfacto"]["psnr"]
-        print(f"nerfeditor - nerfacto: {gap:+.3f} dB (target: > -0.3 dB)")
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.output_dir / "results.json").write_text(json.dumps({"config": str(cfg), "results": results}, indent=2))
+    results_path = cfg.output_dir / "results.jsonl"
+    if not cfg.summary_only:
+        for data in cfg.data:
+            if not (data / "transforms.json").is_file():
+                raise SystemExit(f"No nerfstudio capture at {data}: pass --data <folder with transforms.json>.")
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        if device_type == "cpu" and cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        for data in cfg.data:
+            for width in cfg.sizes:
+                capture = resized_capture(data, width, cfg.output_dir)
+                for steps in cfg.steps:
+                    for seed in cfg.seeds:
+                        for method in cfg.methods:
+                            row = dict(capture=data.name, width=width, steps=steps, seed=seed, method=method,
+                                       size_preset=cfg.size_preset, rays=cfg.rays_per_batch,
+                                       dm="same" if cfg.same_datamanager else "own")  # fmt: skip
+                            if any(_key(r) == _key(row) for r in load_results(results_path)):
+                                continue
+                            row.update(run_method(method, capture, steps, seed, cfg, device_type), device=device_type)
+                            print(json.dumps(row))
+                            with results_path.open("a") as f:
+                                f.write(json.dumps(row) + "\n")
+    results = load_results(results_path)
+    print("\n".join(["", f"nerfeditor - nerfacto ({results_path}):", *summarise(results)]))
     return results
 
 

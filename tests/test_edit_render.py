@@ -166,6 +166,10 @@ def test_render_conditions_the_real_model(setup):
     torch.manual_seed(0)
     config = nerfeditor_tiny.config.pipeline.model
     model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-4.0] * 3, [4.0] * 3])), num_train_data=4, metadata={})
+    with torch.no_grad():  # the alpha residual starts at zero (alpha = 1 is the original until finetuned): give it weights
+        for head in (model.field.delta_density_head, model.field.delta_color_head):
+            for p in head.parameters():
+                p.normal_(0.0, 0.5)
     a0 = render_views(model, cams, alpha=0.0, beta_index=0, progress=False)
     a0_again = render_views(model, cams, alpha=0.0, beta_index=0, progress=False, chunk=37)
     a1 = render_views(model, cams, alpha=1.0, beta_index=0, progress=False)

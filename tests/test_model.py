@@ -89,10 +89,21 @@ def guide_batch_rays(n_orig: int = 24, n_guide: int = 24, seed: int = 0):
 
 
 # ------------------------------------------------------------------------------------------------------ field
+def randomise_residual(model, scale: float = 0.5, seed: int = 0) -> None:
+    """Give the zero-initialised residual heads arbitrary weights (as after a finetune)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in (model.field.delta_density_head, model.field.delta_color_head):
+            for p in head.parameters():
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
 def test_field_density_and_colour_depend_on_alpha_and_beta():
     torch.manual_seed(0)
     model = make_model()
     model.train()
+    # the residual starts at zero by design (alpha = 1 is the original scene before finetuning): give it weights
+    randomise_residual(model)
     rays = make_rays(16)
     model._fill_codes(rays)
     samples = rays.get_ray_samples(
@@ -108,8 +119,9 @@ def test_field_density_and_colour_depend_on_alpha_and_beta():
     d_alpha0, _ = field.density_with(samples, alpha=0 * ones)
     d_alpha1, _ = field.density_with(samples, alpha=ones)
     assert not torch.allclose(d_alpha0, d_alpha1), "density head ignores E_style(alpha)"
-    d_beta0, _ = field.density_with(samples, beta_index=torch.zeros(16, 1, 1, dtype=torch.long))
-    d_beta3, _ = field.density_with(samples, beta_index=torch.full((16, 1, 1), 3))
+    # beta enters the density through the residual (guide codes): two guide images differ at alpha = 1
+    d_beta0, _ = field.density_with(samples, alpha=ones, beta_index=torch.full((16, 1, 1), GUIDE_BETA_OFFSET))
+    d_beta3, _ = field.density_with(samples, alpha=ones, beta_index=torch.full((16, 1, 1), GUIDE_BETA_OFFSET + 3))
     assert not torch.allclose(d_beta0, d_beta3), "density head ignores E_app(beta)"
 
     samples.metadata["alpha"] = ones
@@ -122,13 +134,11 @@ def test_field_density_and_colour_depend_on_alpha_and_beta():
 def test_average_appearance_is_mean_of_training_embeddings():
     model = make_model()
     field = model.field
-    from nerfeditor_ns.nerf.beta_codes import beta_code
-
-    expected = field.app_encoder(beta_code(torch.arange(NUM_IMAGES), field.d_beta)).mean(0)
-    cond = field.encode_codes(torch.zeros(3, 1), torch.tensor([[AVERAGE_APPEARANCE], [0], [AVERAGE_APPEARANCE]]))
-    app = cond[:, field.style_encoder.net[-1].out_features :]
+    expected = field.embedding_appearance.mean(dim=0)
+    app = field.base_appearance(torch.tensor([AVERAGE_APPEARANCE, 0, AVERAGE_APPEARANCE, GUIDE_BETA_OFFSET + 2]))
     torch.testing.assert_close(app[0], expected)
     torch.testing.assert_close(app[2], expected)
+    torch.testing.assert_close(app[3], expected)  # guide images are renders at the average appearance
     assert not torch.allclose(app[1], expected)
 
 
@@ -214,7 +224,9 @@ def test_guide_rays_losses():
     assert float(losses["original_density_loss"]) == 0.0
     assert float(losses["background_density_loss"]) == 0.0
 
-    # all-background guide rays: L_br compares sigma(alpha=1, guide beta) with the original scene, > 0
+    # all-background guide rays: L_br compares sigma(alpha=1, guide beta) with the original scene, > 0 once the
+    # (zero-initialised) residual is not zero
+    randomise_residual(model)
     batch["mask"] = torch.zeros_like(batch["mask"])
     rays, _ = guide_batch_rays()
     outputs = model.get_outputs(rays)
@@ -222,12 +234,12 @@ def test_guide_rays_losses():
     assert float(losses["background_density_loss"]) > 0.0
     total = sum(losses.values())
     total.backward()
-    assert model.field.density_mlp.layers[0].weight.grad is not None
+    assert model.field.delta_density_head.net[0].weight.grad is not None
     assert all(p.grad is None for p in model.field_original.parameters())
 
     # after the field moves, L_ori sees it
     with torch.no_grad():
-        for p in model.field.density_mlp.parameters():
+        for p in model.field.mlp_base.parameters():
             p.add_(0.5 * torch.randn_like(p))
     rays, batch = guide_batch_rays()
     outputs = model.get_outputs(rays)
@@ -256,7 +268,7 @@ def test_camera_optimizer_skips_guide_cameras():
         model.camera_optimizer.pose_adjustment.add_(0.1)
     rays = make_rays(8, camera_indices=torch.tensor([[0], [1], [2], [3], [4], [5], [9], [100]]))
     before = rays.origins.clone()
-    model._apply_camera_optimizer(rays)
+    model.camera_optimizer.apply_to_raybundle(rays)
     assert not torch.allclose(rays.origins[:5], before[:5])
     assert torch.equal(rays.origins[5:], before[5:])
 
@@ -304,7 +316,11 @@ def test_viewer_controls_found_and_change_the_render():
     from nerfstudio.viewer.viewer_elements import ViewerElement, ViewerNumber, ViewerSlider
 
     torch.manual_seed(0)
-    model = make_model(camera_optimizer=dataclasses.replace(NerfEditorModelConfig().camera_optimizer, mode="off"))
+    # trained from scratch here, so the alpha = 0 branch must learn too (not frozen at begin_finetune)
+    model = make_model(
+        camera_optimizer=dataclasses.replace(NerfEditorModelConfig().camera_optimizer, mode="off"),
+        freeze_original=False,
+    )
     assert isinstance(model.viewer_style_alpha, ViewerSlider)
     assert isinstance(model.viewer_appearance, ViewerNumber)
     found = {e for _, e in parse_object(model, ViewerElement, "Custom Elements")}

@@ -1,25 +1,39 @@
-"""Conditional NeRF field of NeRFEditor (paper Sec. 3.1, App. A).
+"""Conditional NeRF field of NeRFEditor (paper Sec. 3.1, App. A) as a gated residual on nerfacto's field.
 
-Nerfacto-style field whose density AND colour heads are conditioned on a style code alpha and an appearance code
-beta, each encoded by a small trainable MLP:
+The paper conditions one density head and one colour head on a style code alpha and an appearance code beta:
 
     F_dens : (E_style(alpha), E_app(beta), H(x))        -> (f_geo, sigma)
     F_color: (E_style(alpha), E_app(beta), R(v), f_geo) -> c
 
-H is nerfstudio's multi-resolution hash encoding (tiny-cuda-nn when installed, the pure-torch fallback
-otherwise), R the spherical-harmonics direction encoding. The per-ray codes come from ``ray_samples.metadata``
-(``"alpha"``: ``[..., 1]`` float, ``"beta_index"``: ``[..., 1]`` int64; see docs/ARCHITECTURE.md). The beta vector
-itself is the fixed function ``beta_code(index, d_beta)``; index ``-1`` (:data:`AVERAGE_APPEARANCE`) asks for the
-average appearance of the original training images (mean of E_app over their codes), which is what eval and the
-viewer use by default.
+Here each head is split into nerfacto's head (the original scene) plus a gated, zero-initialised residual:
 
-Everything runs as one batched pass over all samples: the codes are encoded once per ray and broadcast along the
-samples, so the field costs one hash lookup and two small MLPs like nerfacto's.
+    s(x)   = F_dens^0(H(x))                     + g(alpha) * F_dens^D(E_style(alpha), E_app^D(beta), H(x))
+    l(x,v) = F_color^0(R(v), f_geo, E_app^0(i)) + g(alpha) * F_color^D(E_style(alpha), E_app^D(beta), R(v), f_geo, f^D)
+    sigma  = trunc_exp(s) (nerfacto's activation),   c = sigmoid(l)
+
+with g(alpha) = alpha (g(0) = 0, g(1) = 1: the viewer's slider blends). ``s`` and ``l`` are pre-activations
+(density logit, colour logits); ``f^D`` is a feature of the residual density head passed to the residual colour head.
+Any function of the paper's form is still representable (for alpha > 0 the residual is free), but this form
+guarantees what the edit needs:
+
+- at alpha = 0 the field IS nerfacto's field (its own modules, built by ``NerfactoField.__init__``), with nerfacto's
+  per-image appearance embedding E_app^0 (a table: E_app applied to a one-hot beta); the residual is not evaluated at
+  all when no sample has alpha != 0, and only on the samples with alpha != 0 otherwise;
+- the residual heads' last layers start at zero, so before finetuning alpha = 1 renders exactly the alpha = 0 scene.
+
+Appearance: guide images are renders of the original at the AVERAGE appearance, so for any beta index that is not a
+training image (the average index -1 and every guide index) the base uses nerfacto's average embedding; a guide
+image's own beta (the paper's per-guide code, absorbing guide inconsistencies) enters only the residual, through
+E_app^D = MLP(beta_code(index)). Rays without a guide index (views, eval) give the residual the mean of E_app^D over
+the guide codes seen in training (zero before any finetuning).
+
+The per-ray codes come from ``ray_samples.metadata`` (``"alpha"``: ``[..., 1]`` float, ``"beta_index"``: ``[..., 1]``
+int64; see docs/ARCHITECTURE.md), defaulting to alpha 0 and the average appearance.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional, Tuple
+from typing import Callable, Dict, Literal, Optional, Tuple
 
 import torch
 from jaxtyping import Float, Int
@@ -28,16 +42,22 @@ from torch import Tensor, nn
 from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.activations import trunc_exp
-from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
+from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.mlp import MLP
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
-from nerfstudio.fields.base_field import Field, get_normalized_directions
+from nerfstudio.fields.base_field import get_normalized_directions
+from nerfstudio.fields.nerfacto_field import NerfactoField
 
-from nerfeditor_ns.nerf.beta_codes import beta_code
+from nerfeditor_ns.nerf.beta_codes import GUIDE_BETA_OFFSET, beta_code
 
 AVERAGE_APPEARANCE = -1
 """beta index meaning "average appearance of the original training images"."""
+
+
+def gate(alpha: Tensor) -> Tensor:
+    """g(alpha) of the residual: alpha itself (g(0) = 0, g(1) = 1, linear blend in between)."""
+    return alpha
 
 
 class CodeEncoder(nn.Module):
@@ -51,28 +71,51 @@ class CodeEncoder(nn.Module):
         return self.net(code)
 
 
-class ConditionalNerfField(Field):
-    """Nerfacto-like field conditioned on (alpha, beta) in both the density and the colour head.
+class ResidualHead(nn.Module):
+    """ReLU MLP whose last layer starts at zero: the residual F^D contributes nothing until it is trained."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, num_layers: int, out_dim: int) -> None:
+        super().__init__()
+        layers = []
+        width = in_dim
+        for _ in range(max(num_layers - 1, 0)):
+            layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
+            width = hidden_dim
+        last = nn.Linear(width, out_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+
+    @property
+    def last(self) -> nn.Linear:
+        return self.net[-1]
+
+    def forward(self, x: Float[Tensor, "n in_dim"]) -> Float[Tensor, "n out_dim"]:
+        return self.net(x)
+
+
+def _encode_unique(values: Tensor, encoder: Callable[[Tensor], Tensor]) -> Tensor:
+    """encoder(values) computed once per distinct value (a batch holds few distinct codes), gathered back."""
+    unique, inverse = torch.unique(values, return_inverse=True)
+    return encoder(unique)[inverse]
+
+
+class ConditionalNerfField(NerfactoField):
+    """nerfacto's field plus the alpha-gated residual heads F_dens^D and F_color^D (see the module docstring).
 
     Args:
         aabb: scene box bounds.
-        num_images: number of original training images (beta indices ``0..num_images-1``); used for the average
-            appearance.
-        d_beta: dimension of the beta code in ``[0, 1]^d_beta``.
+        num_images: number of original training images (beta indices ``0..num_images-1``).
+        d_beta: dimension of the guide beta codes in ``[0, 1]^d_beta``.
         style_embed_dim: output size of E_style.
-        app_embed_dim: output size of E_app.
-        code_hidden_dim: hidden width of E_style / E_app.
-        num_layers: layers of F_dens.
-        hidden_dim: width of F_dens.
-        geo_feat_dim: size of f_geo.
-        num_levels, base_res, max_res, log2_hashmap_size, features_per_level: hash grid H(x).
-        num_layers_color, hidden_dim_color: F_color.
-        spatial_distortion: scene contraction (nerfacto's), or None to normalise by the aabb.
-        average_init_density: scale of the initial density (nerfacto's).
-        implementation: "tcnn" (falls back to torch when tiny-cuda-nn is missing) or "torch".
+        app_embed_dim: output size of E_app^D (the residual's appearance encoder).
+        code_hidden_dim: hidden width of E_style / E_app^D.
+        delta_hidden_dim: hidden width of the residual heads.
+        delta_num_layers: layers of each residual head.
+        appearance_embedding_dim: nerfacto's per-image appearance embedding of the base (0 = none).
+        num_layers, hidden_dim, geo_feat_dim, num_levels, base_res, max_res, log2_hashmap_size, features_per_level,
+        num_layers_color, hidden_dim_color, spatial_distortion, average_init_density, implementation: nerfacto's.
     """
-
-    aabb: Tensor
 
     def __init__(
         self,
@@ -82,6 +125,9 @@ class ConditionalNerfField(Field):
         style_embed_dim: int = 8,
         app_embed_dim: int = 16,
         code_hidden_dim: int = 32,
+        delta_hidden_dim: int = 64,
+        delta_num_layers: int = 2,
+        appearance_embedding_dim: int = 32,
         num_layers: int = 2,
         hidden_dim: int = 64,
         geo_feat_dim: int = 15,
@@ -96,140 +142,175 @@ class ConditionalNerfField(Field):
         average_init_density: float = 1.0,
         implementation: Literal["tcnn", "torch"] = "tcnn",
     ) -> None:
-        super().__init__()
         if num_images < 1:
             raise ValueError(f"ConditionalNerfField needs at least one training image, got num_images={num_images}.")
-        self.register_buffer("aabb", aabb)
-        self.num_images = num_images
-        self.d_beta = d_beta
-        self.geo_feat_dim = geo_feat_dim
-        self.spatial_distortion = spatial_distortion
-        self.average_init_density = average_init_density
-
-        # E_style(alpha), E_app(beta): small trainable MLPs (Sec. 3.1).
-        self.style_encoder = CodeEncoder(1, style_embed_dim, code_hidden_dim)
-        self.app_encoder = CodeEncoder(d_beta, app_embed_dim, code_hidden_dim)
-        cond_dim = style_embed_dim + app_embed_dim
-
-        # H(x) and R(v).
-        self.hash_encoding = HashEncoding(
+        super().__init__(
+            aabb,
+            num_images=num_images,
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            geo_feat_dim=geo_feat_dim,
             num_levels=num_levels,
-            min_res=base_res,
+            base_res=base_res,
             max_res=max_res,
             log2_hashmap_size=log2_hashmap_size,
+            num_layers_color=num_layers_color,
             features_per_level=features_per_level,
+            hidden_dim_color=hidden_dim_color,
+            appearance_embedding_dim=appearance_embedding_dim,
+            use_average_appearance_embedding=True,
+            spatial_distortion=spatial_distortion,
+            average_init_density=average_init_density,
             implementation=implementation,
         )
-        self.direction_encoding = SHEncoding(levels=4, implementation=implementation)
-
-        # F_dens: (E_style, E_app, H(x)) -> (sigma, f_geo)
-        self.density_mlp = MLP(
-            in_dim=self.hash_encoding.get_out_dim() + cond_dim,
-            num_layers=num_layers,
-            layer_width=hidden_dim,
-            out_dim=1 + geo_feat_dim,
-            activation=nn.ReLU(),
-            out_activation=None,
-            implementation=implementation,
-        )
-        # F_color: (E_style, E_app, R(v), f_geo) -> c
-        self.color_mlp = MLP(
-            in_dim=self.direction_encoding.get_out_dim() + geo_feat_dim + cond_dim,
+        self.d_beta = d_beta
+        # The residual density head reads H(x), so the base needs the hash encoding and its MLP as two modules. The
+        # torch implementation already is exactly that (nerfacto's own modules are kept); tiny-cuda-nn fuses them,
+        # so there the same encoding and network are rebuilt as two tcnn modules (same function, one more kernel).
+        if not isinstance(self.mlp_base.model, nn.Sequential):
+            self.mlp_base.model = nn.Sequential(
+                HashEncoding(
+                    num_levels=num_levels,
+                    min_res=base_res,
+                    max_res=max_res,
+                    log2_hashmap_size=log2_hashmap_size,
+                    features_per_level=features_per_level,
+                    implementation=implementation,
+                ),
+                MLP(
+                    in_dim=num_levels * features_per_level,
+                    num_layers=num_layers,
+                    layer_width=hidden_dim,
+                    out_dim=1 + geo_feat_dim,
+                    activation=nn.ReLU(),
+                    out_activation=None,
+                    implementation=implementation,
+                ),
+            )
+        # nerfacto's colour head without its sigmoid, so the residual adds in logit space (sigmoid applied below).
+        self.mlp_head = MLP(
+            in_dim=self.mlp_head.in_dim,
             num_layers=num_layers_color,
             layer_width=hidden_dim_color,
             out_dim=3,
             activation=nn.ReLU(),
-            out_activation=nn.Sigmoid(),
+            out_activation=None,
             implementation=implementation,
         )
-        # Codes of the original images, for the average appearance (fixed, so a buffer; not saved).
-        codes = beta_code(torch.arange(num_images, dtype=torch.long), d_beta).float()
-        self.register_buffer("train_beta_codes", codes, persistent=False)
+
+        # E_style(alpha), E_app^D(beta): small trainable MLPs (Sec. 3.1); residual heads F_dens^D, F_color^D.
+        self.style_encoder = CodeEncoder(1, style_embed_dim, code_hidden_dim)
+        self.app_encoder = CodeEncoder(d_beta, app_embed_dim, code_hidden_dim)
+        cond_dim = style_embed_dim + app_embed_dim
+        hash_dim = num_levels * features_per_level
+        self.delta_density_head = ResidualHead(hash_dim + cond_dim, delta_hidden_dim, delta_num_layers, 1 + geo_feat_dim)
+        self.delta_color_head = ResidualHead(
+            self.direction_encoding.get_out_dim() + 2 * geo_feat_dim + cond_dim, delta_hidden_dim, delta_num_layers, 3
+        )
+        # Guide beta indices seen in training: the residual's view appearance is the mean of E_app^D over them.
+        self.register_buffer("guide_beta_indices", torch.zeros(0, dtype=torch.long))
+        self.last_density: Optional[Tensor] = None
+        """Per-sample densities of the last forward pass (read by the model for L_br / L_ori)."""
+        self.last_delta_penalty: Optional[Tensor] = None
+        """Mean squared gated residual pre-activations of the last forward pass (None: residual not evaluated)."""
+        self._delta: Optional[Dict[str, Tensor]] = None
 
     # ----------------------------------------------------------------------------------------- conditioning
-    def average_app_embedding(self) -> Float[Tensor, "app_embed_dim"]:
-        """Mean of E_app over the beta codes of the original training images."""
-        return self.app_encoder(self.train_beta_codes).mean(dim=0)
+    def register_guide_betas(self, beta_index: Int[Tensor, "*bs"]) -> None:
+        """Remembers the guide beta indices (>= GUIDE_BETA_OFFSET) among ``beta_index`` for the view appearance."""
+        guide = beta_index.reshape(-1)
+        guide = guide[guide >= GUIDE_BETA_OFFSET].to(self.guide_beta_indices)
+        if guide.numel() == 0:
+            return
+        self.guide_beta_indices = torch.unique(torch.cat([self.guide_beta_indices, guide]))
 
-    def encode_codes(
-        self, alpha: Float[Tensor, "*rays 1"], beta_index: Int[Tensor, "*rays 1"]
-    ) -> Float[Tensor, "*rays cond_dim"]:
-        """[E_style(alpha), E_app(beta)] per ray; ``beta_index == -1`` gives the average appearance."""
-        beta_index = beta_index.to(device=alpha.device, dtype=torch.long)
-        flat_index = beta_index.reshape(-1)
-        codes = beta_code(flat_index.clamp(min=0), self.d_beta).to(alpha)
-        e_app = self.app_encoder(codes)
-        average = (flat_index == AVERAGE_APPEARANCE)[:, None]
-        e_app = torch.where(average, self.average_app_embedding().to(e_app)[None, :], e_app)
-        e_app = e_app.reshape(*beta_index.shape[:-1], -1)
-        e_style = self.style_encoder(alpha.to(e_app))
-        return torch.cat([e_style, e_app], dim=-1)
+    def view_app_embedding(self) -> Float[Tensor, "app_embed_dim"]:
+        """E_app^D for rays without a guide beta: mean over the guide codes seen in training, zero before any."""
+        if self.guide_beta_indices.numel() == 0:
+            return self.app_encoder.net[-1].bias.new_zeros(self.app_encoder.net[-1].out_features)
+        codes = beta_code(self.guide_beta_indices, self.d_beta).to(self.app_encoder.net[-1].bias)
+        return self.app_encoder(codes).mean(dim=0)
 
-    def codes_for(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
-        """alpha / beta_index of the samples' rays (metadata), defaulting to the original scene, average look."""
-        ray_shape = ray_samples.shape
-        device = ray_samples.frustums.origins.device
+    def _delta_app(self, beta: Int[Tensor, "n"]) -> Float[Tensor, "n app_embed_dim"]:
+        def encode(unique: Tensor) -> Tensor:
+            codes = beta_code(unique.clamp(min=0), self.d_beta).to(self.app_encoder.net[-1].bias)
+            emb = self.app_encoder(codes)
+            return torch.where((unique >= GUIDE_BETA_OFFSET)[:, None], emb, self.view_app_embedding()[None])
+
+        return _encode_unique(beta, encode)
+
+    def base_appearance(self, beta: Int[Tensor, "n"]) -> Optional[Float[Tensor, "n appearance_dim"]]:
+        """nerfacto's embedding of training image ``i``; the average embedding for any other index."""
+        if self.embedding_appearance is None:
+            return None
+        train = (beta >= 0) & (beta < self.num_images)
+        if not bool(train.any()):
+            return self.embedding_appearance.mean(dim=0)[None].expand(beta.shape[0], -1)
+        emb = self.embedding_appearance(beta.clamp(0, self.num_images - 1))
+        return torch.where(train[:, None], emb, self.embedding_appearance.mean(dim=0)[None])
+
+    def codes_for(
+        self, ray_samples: RaySamples, alpha: Optional[Tensor] = None, beta_index: Optional[Tensor] = None
+    ) -> Tuple[Float[Tensor, "n"], Int[Tensor, "n"]]:
+        """Flat per-sample alpha and beta index: the arguments, else the metadata, else alpha 0 / average."""
         metadata = ray_samples.metadata or {}
-        alpha = metadata.get("alpha")
-        beta_index = metadata.get("beta_index")
-        if alpha is None:  # one code broadcast over every sample
-            alpha = torch.zeros((1,) * (len(ray_shape) + 1), device=device)
+        device = ray_samples.frustums.origins.device
+        alpha = metadata.get("alpha") if alpha is None else alpha
+        beta_index = metadata.get("beta_index") if beta_index is None else beta_index
+        shape = (*ray_samples.shape, 1)
+        alpha = torch.zeros((), device=device) if alpha is None else alpha.to(device=device, dtype=torch.float32)
         if beta_index is None:
-            beta_index = torch.full_like(alpha, AVERAGE_APPEARANCE, dtype=torch.long)
-        return alpha, beta_index
-
-    def conditioning(
-        self,
-        ray_samples: RaySamples,
-        alpha: Optional[Tensor] = None,
-        beta_index: Optional[Tensor] = None,
-    ) -> Float[Tensor, "*batch cond_dim"]:
-        """Per-sample conditioning features, encoded once per ray and broadcast along the samples.
-
-        ``alpha`` / ``beta_index`` override the metadata (shape broadcastable to the samples' ``[..., 1]``).
-        """
-        meta_alpha, meta_beta = self.codes_for(ray_samples)
-        alpha = meta_alpha if alpha is None else alpha
-        beta_index = meta_beta if beta_index is None else beta_index
-        alpha, beta_index = torch.broadcast_tensors(alpha, beta_index)
-        cond = self.encode_codes(alpha.float(), beta_index)
-        return cond.expand(*ray_samples.shape, cond.shape[-1])
+            beta_index = torch.full((), AVERAGE_APPEARANCE, device=device, dtype=torch.long)
+        beta_index = beta_index.to(device=device, dtype=torch.long)
+        return alpha.expand(shape).reshape(-1), beta_index.expand(shape).reshape(-1)
 
     # --------------------------------------------------------------------------------------------- density
-    def _normalized_positions(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
-        if self.spatial_distortion is not None:
-            positions = self.spatial_distortion(ray_samples.frustums.get_positions())
-            positions = (positions + 2.0) / 4.0
-        else:
-            positions = SceneBox.get_normalized_positions(ray_samples.frustums.get_positions(), self.aabb)
-        selector = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
-        return positions * selector[..., None], selector
-
     def density_with(
         self,
         ray_samples: RaySamples,
         alpha: Optional[Tensor] = None,
         beta_index: Optional[Tensor] = None,
     ) -> Tuple[Float[Tensor, "*batch 1"], Float[Tensor, "*batch geo_feat_dim"]]:
-        """F_dens(E_style(alpha), E_app(beta), H(x)) -> (sigma, f_geo) (paper Sec. 3.1), codes overridable."""
-        positions, selector = self._normalized_positions(ray_samples)
-        self._sample_locations = positions
-        if not self._sample_locations.requires_grad and torch.is_grad_enabled():
-            self._sample_locations.requires_grad = True
-        hash_features = self.hash_encoding(positions.view(-1, 3))
-        cond = self.conditioning(ray_samples, alpha, beta_index).reshape(-1, self.conditioning_dim)
-        h = self.density_mlp(torch.cat([hash_features.to(cond), cond], dim=-1))
-        h = h.view(*ray_samples.shape, -1).to(positions)
-        density_before_activation, f_geo = torch.split(h, [1, self.geo_feat_dim], dim=-1)
-        self._density_before_activation = density_before_activation
-        # exp activation as in nerfacto (stable for large densities)
-        density = self.average_init_density * trunc_exp(density_before_activation)
-        density = density * selector[..., None]
-        return density, f_geo
+        """sigma = trunc_exp(F_dens^0(H(x)) + g(alpha) F_dens^D(E_style, E_app^D, H(x))) and nerfacto's f_geo.
 
-    @property
-    def conditioning_dim(self) -> int:
-        return self.style_encoder.net[-1].out_features + self.app_encoder.net[-1].out_features
+        ``alpha`` / ``beta_index`` override the metadata (shape broadcastable to the samples' ``[..., 1]``).
+        """
+        if self.spatial_distortion is not None:
+            positions = (self.spatial_distortion(ray_samples.frustums.get_positions()) + 2.0) / 4.0
+        else:
+            positions = SceneBox.get_normalized_positions(ray_samples.frustums.get_positions(), self.aabb)
+        selector = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
+        positions = positions * selector[..., None]
+        self._sample_locations = positions
+        if not self._sample_locations.requires_grad:
+            self._sample_locations.requires_grad = True
+        encoding, base_mlp = self.mlp_base.model[0], self.mlp_base.model[1]
+        features = encoding(positions.view(-1, 3))
+        h = base_mlp(features)
+        logit, f_geo = torch.split(h, [1, self.geo_feat_dim], dim=-1)
+
+        self._delta = None
+        self.last_delta_penalty = None
+        flat_alpha, flat_beta = self.codes_for(ray_samples, alpha, beta_index)
+        active = flat_alpha != 0
+        if bool(active.any()):  # the residual only where alpha != 0 (nothing at all for original-scene batches)
+            idx = torch.nonzero(active, as_tuple=False).reshape(-1)
+            g = gate(flat_alpha[idx])[:, None]
+            e_style = _encode_unique(flat_alpha[idx], lambda a: self.style_encoder(a[:, None]))
+            cond = torch.cat([e_style, self._delta_app(flat_beta[idx])], dim=-1)
+            out = self.delta_density_head(torch.cat([features[idx].to(cond), cond], dim=-1))
+            delta_logit, f_delta = torch.split(out, [1, self.geo_feat_dim], dim=-1)
+            gated = g * delta_logit
+            logit = logit.to(gated).index_add(0, idx, gated)
+            self._delta = {"idx": idx, "g": g, "cond": cond, "f_delta": f_delta, "penalty": (gated**2).mean()}
+
+        logit = logit.view(*ray_samples.shape, 1)
+        self._density_before_activation = logit
+        # exp activation as in nerfacto (stable for large densities)
+        density = self.average_init_density * trunc_exp(logit.to(positions))
+        density = density * selector[..., None]
+        self.last_density = density
+        return density, f_geo.view(*ray_samples.shape, self.geo_feat_dim)
 
     def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
         return self.density_with(ray_samples)
@@ -238,11 +319,45 @@ class ConditionalNerfField(Field):
     def get_outputs(
         self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
     ) -> Dict[FieldHeadNames, Tensor]:
-        """F_color(E_style(alpha), E_app(beta), R(v), f_geo) -> c (paper Sec. 3.1)."""
+        """c = sigmoid(F_color^0(R(v), f_geo, E_app^0) + g(alpha) F_color^D(E_style, E_app^D, R(v), f_geo, f^D))."""
         assert density_embedding is not None
         directions = get_normalized_directions(ray_samples.frustums.directions)
         d = self.direction_encoding(directions.view(-1, 3))
-        cond = self.conditioning(ray_samples).reshape(-1, self.conditioning_dim)
-        h = torch.cat([d.to(cond), density_embedding.reshape(-1, self.geo_feat_dim).to(cond), cond], dim=-1)
-        rgb = self.color_mlp(h).view(*ray_samples.shape, 3).to(directions)
+        f_geo = density_embedding.reshape(-1, self.geo_feat_dim)
+        _, flat_beta = self.codes_for(ray_samples)
+        inputs = [d, f_geo]
+        appearance = self.base_appearance(flat_beta)
+        if appearance is not None:
+            inputs.append(appearance.to(d))
+        logits = self.mlp_head(torch.cat(inputs, dim=-1))
+
+        delta = self._delta
+        if delta is not None:
+            idx = delta["idx"]
+            x = torch.cat([d[idx], f_geo[idx], delta["f_delta"], delta["cond"]], dim=-1)
+            gated = delta["g"] * self.delta_color_head(x.to(delta["cond"]))
+            logits = logits.to(gated).index_add(0, idx, gated)
+            self.last_delta_penalty = delta["penalty"] + (gated**2).mean()
+            self._delta = None
+        rgb = torch.sigmoid(logits).view(*ray_samples.shape, 3).to(directions)
         return {FieldHeadNames.RGB: rgb}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # the guide index list grows in training: take the saved length before copying
+        saved = state_dict.get(prefix + "guide_beta_indices")
+        if saved is not None:
+            self.guide_beta_indices = torch.zeros_like(saved, device=self.guide_beta_indices.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------- finetuning
+    def base_modules(self) -> Tuple[nn.Module, ...]:
+        """The alpha = 0 branch: hash grid and density MLP, colour head, per-image appearance embedding."""
+        modules: Tuple[nn.Module, ...] = (self.mlp_base, self.mlp_head)
+        if self.embedding_appearance is not None:
+            modules += (self.embedding_appearance,)
+        return modules
+
+    def freeze_base(self) -> None:
+        """Stops gradients into the alpha = 0 branch, so the original scene is exactly preserved."""
+        for module in self.base_modules():
+            module.requires_grad_(False)

@@ -1,18 +1,25 @@
 """NerfEditorModel: nerfacto with the conditional field and the 3D-consistent editing losses (paper Sec. 3.1, 3.4).
 
-Plain training (only original rays, ``set_index == 0``) is nerfacto exactly: RGB MSE + interlevel + distortion.
-Finetuning with guide sets adds, per Eq. 6, ``L = (L_style + L_br + L_ori) + lambda * L_depth``:
+The model is nerfacto's (subclassed; only what differs is overridden): the field is the gated-residual
+:class:`ConditionalNerfField`, which at alpha = 0 computes exactly nerfacto's field, so plain training (only original
+rays, ``set_index == 0``) is nerfacto: RGB MSE + interlevel + distortion, average appearance at eval.
+
+Finetuning with guide sets adds, per Eq. 6, ``L = (L_style + L_br + L_ori) + lambda * L_depth`` plus a small
+penalty on the residual (our addition):
 
 - RGB loss on the original rays only (they keep alpha = 0 and their own beta);
 - L_style (Eq. 2): masked colour loss on the guide rays;
 - L_br (Eq. 3): on guide rays, densities in the background (1 - M) held to the frozen original model's;
-- L_ori (Eq. 4): on original rays, densities held to the frozen original model's;
-- L_depth (Eq. 5): depth smoothness on the patch rays (the last ``P*S*S`` rays, when ``batch["patch_shape"]``).
+- L_ori (Eq. 4): on original rays, densities held to the frozen original model's (exactly 0 while the alpha = 0
+  branch is frozen, ``freeze_original``; meaningful when it is not);
+- L_depth (Eq. 5): depth smoothness on the patch rays (the last ``P*S*S`` rays, when ``batch["patch_shape"]``);
+- residual penalty: mean squared gated residual pre-activations on every sample of the alpha > 0 rays, so that the
+  edited scene stays the original wherever guides and masks do not ask for a change.
 
 The frozen "original model" is a copy of the field taken by :meth:`NerfEditorModel.begin_finetune` (automatically at
-the first training step when ``config.finetune``). Densities are compared at the same sample points: the frozen
-field is evaluated on the current ray samples under ``no_grad``. For guide rays it is asked for the original scene
-(alpha = 0, average appearance), for original rays with the rays' own codes.
+the first training step when ``config.finetune``), which also freezes the alpha = 0 branch of the field itself
+(``freeze_original``). Densities are compared at the same sample points: the frozen field is evaluated on the
+current ray samples under ``no_grad`` for the original scene (alpha = 0).
 
 Proposal networks stay nerfacto's (density only, not conditioned): they are a geometry prior that only has to
 place samples near surfaces. Trained by the interlevel loss on every ray (original and guide), they learn the
@@ -25,29 +32,20 @@ warning.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Type
 
-import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from torch.nn import Parameter
 
+from nerfstudio.cameras.camera_optimizers import CameraOptimizer
 from nerfstudio.cameras.rays import RayBundle, RaySamples
-from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.spatial_distortions import SceneContraction
-from nerfstudio.fields.density_fields import HashMLPDensityField
-from nerfstudio.model_components.losses import MSELoss
-from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
-from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, NormalsRenderer, RGBRenderer
-from nerfstudio.model_components.scene_colliders import NearFarCollider
-from nerfstudio.model_components.shaders import NormalsShader
-from nerfstudio.models.base_model import Model
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
-from nerfstudio.utils import colormaps
 
 from nerfeditor_ns.nerf import losses as edit_losses
 from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE, ConditionalNerfField
@@ -83,29 +81,69 @@ def build_lpips_if_local() -> Optional[torch.nn.Module]:
     return LearnedPerceptualImagePatchSimilarity(normalize=True)
 
 
+@contextlib.contextmanager
+def _offline_lpips() -> Iterator[None]:
+    """While nerfacto's ``populate_modules`` runs, its ``LearnedPerceptualImagePatchSimilarity(...)`` call gets
+    :func:`build_lpips_if_local` instead (nerfacto imports the class inside that method, from this module)."""
+    import torchmetrics.image.lpip as lpip_module
+
+    original = lpip_module.LearnedPerceptualImagePatchSimilarity
+    lpip_module.LearnedPerceptualImagePatchSimilarity = lambda *args, **kwargs: build_lpips_if_local()  # type: ignore
+    try:
+        yield
+    finally:
+        lpip_module.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
+
+
+class GuideAwareCameraOptimizer(CameraOptimizer):
+    """nerfacto's pose refinement for rays of original cameras; guide cameras (index >= num_cameras) stay as given."""
+
+    def apply_to_raybundle(self, raybundle: RayBundle) -> None:
+        if self.config.mode == "off" or raybundle.camera_indices is None:
+            return
+        idx = raybundle.camera_indices.reshape(-1)
+        valid = (idx >= 0) & (idx < self.num_cameras)
+        if bool(valid.all()):
+            super().apply_to_raybundle(raybundle)
+            return
+        if not bool(valid.any()):
+            return
+        correction = self(idx[valid])
+        origins = raybundle.origins.clone()
+        directions = raybundle.directions.clone()
+        origins[valid] = origins[valid] + correction[:, :3, 3]
+        directions[valid] = torch.bmm(correction[:, :3, :3], directions[valid][..., None])[..., 0]
+        raybundle.origins = origins
+        raybundle.directions = directions
+
+
 @dataclass
 class NerfEditorModelConfig(NerfactoModelConfig):
-    """NerfEditor model config: nerfacto's options plus the conditional field and the editing losses.
+    """NerfEditor model config: nerfacto's options plus the conditional residual field and the editing losses.
 
-    nerfacto's ``use_appearance_embedding`` / ``appearance_embed_dim`` are unused: the appearance code is the
-    paper's beta, encoded by E_app (``app_embed_dim``).
+    nerfacto's ``use_appearance_embedding`` / ``appearance_embed_dim`` configure the per-image appearance of the
+    alpha = 0 branch (as in nerfacto); ``app_embed_dim`` is the size of E_app for the guide codes beta of the residual.
     """
 
     _target: Type = field(default_factory=lambda: NerfEditorModel)
     d_beta: int = 16
-    """Dimension of the appearance code beta in [0,1]^d_beta (paper Sec. 3.4)."""
+    """Dimension of the guide appearance code beta in [0,1]^d_beta (paper Sec. 3.4)."""
     style_embed_dim: int = 8
     """Output size of E_style(alpha)."""
     app_embed_dim: int = 16
-    """Output size of E_app(beta)."""
+    """Output size of E_app(beta) for the residual branch."""
     code_hidden_dim: int = 32
     """Hidden width of the E_style / E_app MLPs."""
+    delta_hidden_dim: int = 64
+    """Hidden width of the alpha-gated residual heads F_dens^D and F_color^D."""
+    delta_num_layers: int = 2
+    """Layers of each residual head (the last one starts at zero)."""
     num_layers: int = 2
-    """Layers of the density head F_dens."""
+    """Layers of the density head F_dens (nerfacto's)."""
     geo_feat_dim: int = 15
     """Size of the geometry feature f_geo passed from F_dens to F_color."""
     num_layers_color: int = 3
-    """Layers of the colour head F_color."""
+    """Layers of the colour head F_color (nerfacto's)."""
     style_loss_mult: float = 1.0
     """Weight of L_style, the masked colour loss on guide rays (Eq. 2)."""
     background_loss_mult: float = 0.01
@@ -113,15 +151,24 @@ class NerfEditorModelConfig(NerfactoModelConfig):
     activation) are large near surfaces, so the squared density terms get 0.01 to sit at the scale of the colour
     terms (measured on the face scene: with 1.0 they outweigh L_style ~100x and the edit does not take)."""
     original_loss_mult: float = 0.01
-    """Weight of L_ori, densities of original rays held to the original model (Eq. 4); scale as L_br."""
+    """Weight of L_ori, densities of original rays held to the original model (Eq. 4); scale as L_br. Exactly 0
+    while ``freeze_original`` holds the alpha = 0 branch."""
     background_color_loss_mult: float = 0.1
     """Weight of a colour term on guide rays OUTSIDE the mask (1 - M): the guide images carry the original render
     there, so the edited scene (alpha = 1) keeps the original background colour. Not in the paper, whose scenes have
-    the background segmented away (App. E); without it nothing supervises alpha = 1 colour outside the mask and the
-    background of captures that keep it drifts (measured on the face scene: background PSNR 13.7 dB vs 22.3 dB).
+    the background segmented away (App. E); without it nothing supervises alpha = 1 colour outside the mask.
     0 = the paper's losses only."""
     depth_loss_mult: float = 0.1
     """lambda of Eq. 6: weight of the depth smoothness L_depth on patches (Eq. 5)."""
+    delta_penalty_mult: float = 0.001
+    """Weight of the penalty on the residual: mean squared gated pre-activations (density logit and colour logits)
+    of the residual heads over every sample of the alpha > 0 rays. Keeps alpha = 1 equal to the original wherever
+    guides and masks do not ask for a change. 0 disables."""
+    freeze_original: bool = True
+    """While finetuning, freeze the alpha = 0 branch of the field (hash grid, base heads, per-image appearance) and
+    the proposal networks (which place the samples), so alpha = 0 renders exactly the original scene; alpha = 1 edits
+    then use the original sampler (fine for appearance and moderate shape edits near the surface). False lets them
+    move, the field held only by L_ori (Eq. 4) and the RGB loss."""
     finetune: bool = False
     """Finetuning run: at the first training step take a frozen copy of the field as the "original model"."""
     default_alpha: float = 0.0
@@ -137,67 +184,20 @@ class NerfEditorModel(NerfactoModel):
 
     # ------------------------------------------------------------------------------------------------ setup
     def populate_modules(self) -> None:
-        """nerfacto's modules with the conditional field; LPIPS only when its weights are local."""
-        Model.populate_modules(self)  # nerfacto's own would build a downloading LPIPS and an unused field
-        scene_contraction = None if self.config.disable_scene_contraction else SceneContraction(order=float("inf"))
-        self._scene_contraction = scene_contraction
+        """nerfacto's modules, then the conditional field in place of nerfacto's and the guide-aware camera
+        optimizer; LPIPS only when its weights are local (nerfacto's own call would download them)."""
+        if self.config.predict_normals:
+            raise ValueError("nerfeditor's field does not predict normals: leave --pipeline.model.predict-normals off.")
+        with _offline_lpips():
+            super().populate_modules()
         self.field = self._build_field()
         self.field_original = None
         self.register_buffer("finetune_started", torch.tensor(False))
         if self.config.finetune:
             self.field_original = self._frozen_copy_of_field()
-
-        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
-        self.density_fns = []
-        self.proposal_networks = torch.nn.ModuleList()
-        num_prop_nets = self.config.num_proposal_iterations
-        if self.config.use_same_proposal_network:
-            if len(self.config.proposal_net_args_list) != 1:
-                raise ValueError("use_same_proposal_network needs exactly one entry in proposal_net_args_list.")
-            network = self._build_proposal_network(self.config.proposal_net_args_list[0])
-            self.proposal_networks.append(network)
-            self.density_fns.extend([network.density_fn for _ in range(num_prop_nets)])
-        else:
-            for i in range(num_prop_nets):
-                args = self.config.proposal_net_args_list[min(i, len(self.config.proposal_net_args_list) - 1)]
-                self.proposal_networks.append(self._build_proposal_network(args))
-            self.density_fns.extend([network.density_fn for network in self.proposal_networks])
-
-        def update_schedule(step):
-            return np.clip(
-                np.interp(step, [0, self.config.proposal_warmup], [0, self.config.proposal_update_every]),
-                1,
-                self.config.proposal_update_every,
-            )
-
-        initial_sampler = None
-        if self.config.proposal_initial_sampler == "uniform":
-            initial_sampler = UniformSampler(single_jitter=self.config.use_single_jitter)
-        self.proposal_sampler = ProposalNetworkSampler(
-            num_nerf_samples_per_ray=self.config.num_nerf_samples_per_ray,
-            num_proposal_samples_per_ray=self.config.num_proposal_samples_per_ray,
-            num_proposal_network_iterations=self.config.num_proposal_iterations,
-            single_jitter=self.config.use_single_jitter,
-            update_sched=update_schedule,
-            initial_sampler=initial_sampler,
+        self.camera_optimizer = GuideAwareCameraOptimizer(
+            self.config.camera_optimizer, num_cameras=self.num_train_data, device="cpu"
         )
-        self.collider = NearFarCollider(near_plane=self.config.near_plane, far_plane=self.config.far_plane)
-
-        self.renderer_rgb = RGBRenderer(background_color=self.config.background_color)
-        self.renderer_accumulation = AccumulationRenderer()
-        self.renderer_depth = DepthRenderer(method="median")
-        self.renderer_expected_depth = DepthRenderer(method="expected")
-        self.renderer_normals = NormalsRenderer()
-        self.normals_shader = NormalsShader()
-        self.rgb_loss = MSELoss()
-
-        from torchmetrics.functional import structural_similarity_index_measure
-        from torchmetrics.image import PeakSignalNoiseRatio
-
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.ssim = structural_similarity_index_measure
-        self.lpips = build_lpips_if_local()
-        self.step = 0
         self._setup_viewer_controls()
 
     def _build_field(self) -> ConditionalNerfField:
@@ -209,6 +209,9 @@ class NerfEditorModel(NerfactoModel):
             style_embed_dim=c.style_embed_dim,
             app_embed_dim=c.app_embed_dim,
             code_hidden_dim=c.code_hidden_dim,
+            delta_hidden_dim=c.delta_hidden_dim,
+            delta_num_layers=c.delta_num_layers,
+            appearance_embedding_dim=c.appearance_embed_dim if c.use_appearance_embedding else 0,
             num_layers=c.num_layers,
             hidden_dim=c.hidden_dim,
             geo_feat_dim=c.geo_feat_dim,
@@ -219,18 +222,9 @@ class NerfEditorModel(NerfactoModel):
             features_per_level=c.features_per_level,
             num_layers_color=c.num_layers_color,
             hidden_dim_color=c.hidden_dim_color,
-            spatial_distortion=self._scene_contraction,
+            spatial_distortion=None if c.disable_scene_contraction else SceneContraction(order=float("inf")),
             average_init_density=c.average_init_density,
             implementation=c.implementation,
-        )
-
-    def _build_proposal_network(self, args: Dict[str, Any]) -> HashMLPDensityField:
-        return HashMLPDensityField(
-            self.scene_box.aabb,
-            spatial_distortion=self._scene_contraction,
-            **args,
-            average_init_density=self.config.average_init_density,
-            implementation=self.config.implementation,
         )
 
     def _frozen_copy_of_field(self) -> ConditionalNerfField:
@@ -273,19 +267,15 @@ class NerfEditorModel(NerfactoModel):
 
     # ------------------------------------------------------------------------------------------- finetuning
     def begin_finetune(self) -> None:
-        """Freeze a copy of the current field as the "original model" of Eqs. 3-4 (idempotent per run)."""
+        """Freeze a copy of the current field as the "original model" of Eqs. 3-4 (once per run) and, with
+        ``freeze_original``, the alpha = 0 branch of the field itself (also when resuming a finetuned run)."""
+        if self.config.freeze_original:
+            self.field.freeze_base()
+            self.proposal_networks.requires_grad_(False)  # they place the samples the original is rendered with
         if bool(self.finetune_started):
             return
         self.field_original = self._frozen_copy_of_field()
         self.finetune_started.fill_(True)
-
-    def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        param_groups = {
-            "proposal_networks": list(self.proposal_networks.parameters()),
-            "fields": list(self.field.parameters()),  # the frozen original field is never optimised
-        }
-        self.camera_optimizer.get_param_groups(param_groups=param_groups)
-        return param_groups
 
     def get_training_callbacks(self, training_callback_attributes):
         from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
@@ -343,74 +333,17 @@ class NerfEditorModel(NerfactoModel):
             else:
                 metadata["beta_index"] = torch.full(shape, self.viewer_beta_index, dtype=torch.long, device=device)
 
-    def _apply_camera_optimizer(self, ray_bundle: RayBundle) -> None:
-        """Pose refinement for rays of original cameras; guide cameras (index >= num_train_data) stay as given."""
-        if self.config.camera_optimizer.mode == "off" or ray_bundle.camera_indices is None:
-            return
-        idx = ray_bundle.camera_indices.reshape(-1)
-        valid = (idx >= 0) & (idx < self.num_train_data)
-        if bool(valid.all()):
-            self.camera_optimizer.apply_to_raybundle(ray_bundle)
-            return
-        if not bool(valid.any()):
-            return
-        correction = self.camera_optimizer(idx[valid])
-        origins = ray_bundle.origins.clone()
-        directions = ray_bundle.directions.clone()
-        origins[valid] = origins[valid] + correction[:, :3, 3]
-        directions[valid] = torch.bmm(correction[:, :3, :3], directions[valid][..., None])[..., 0]
-        ray_bundle.origins = origins
-        ray_bundle.directions = directions
-
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Any]:
+        """nerfacto's outputs for the rays' (alpha, beta) codes; in training also the per-sample densities (for
+        L_br / L_ori) and the residual penalty of the field."""
         self._fill_codes(ray_bundle)
         if self.training:
-            self._apply_camera_optimizer(ray_bundle)
-        ray_samples: RaySamples
-        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
-        field_outputs = self.field.forward(ray_samples, compute_normals=self.config.predict_normals)
-        if self.config.use_gradient_scaling:
-            from nerfstudio.model_components.losses import scale_gradients_by_distance_squared
-
-            field_outputs = scale_gradients_by_distance_squared(field_outputs, ray_samples)
-        density = field_outputs[FieldHeadNames.DENSITY]
-        weights = ray_samples.get_weights(density)
-        weights_list.append(weights)
-        ray_samples_list.append(ray_samples)
-
-        rgb = self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights)
-        with torch.no_grad():
-            depth = self.renderer_depth(weights=weights, ray_samples=ray_samples)
-        expected_depth = self.renderer_expected_depth(weights=weights, ray_samples=ray_samples)
-        accumulation = self.renderer_accumulation(weights=weights)
-        outputs: Dict[str, Any] = {
-            "rgb": rgb,
-            "accumulation": accumulation,
-            "depth": depth,
-            "expected_depth": expected_depth,
-        }
-        if self.config.predict_normals:
-            from nerfstudio.model_components.losses import orientation_loss, pred_normal_loss
-
-            normals = self.renderer_normals(normals=field_outputs[FieldHeadNames.NORMALS], weights=weights)
-            pred_normals = self.renderer_normals(field_outputs[FieldHeadNames.PRED_NORMALS], weights=weights)
-            outputs["normals"] = self.normals_shader(normals)
-            outputs["pred_normals"] = self.normals_shader(pred_normals)
-            if self.training:
-                outputs["rendered_orientation_loss"] = orientation_loss(
-                    weights.detach(), field_outputs[FieldHeadNames.NORMALS], ray_bundle.directions
-                )
-                outputs["rendered_pred_normal_loss"] = pred_normal_loss(
-                    weights.detach(),
-                    field_outputs[FieldHeadNames.NORMALS].detach(),
-                    field_outputs[FieldHeadNames.PRED_NORMALS],
-                )
+            self.field.register_guide_betas(ray_bundle.metadata["beta_index"])
+        outputs = super().get_outputs(ray_bundle)
         if self.training:
-            outputs["weights_list"] = weights_list
-            outputs["ray_samples_list"] = ray_samples_list
-            outputs["density"] = density  # per-sample sigma, for L_br / L_ori
-        for i in range(self.config.num_proposal_iterations):
-            outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
+            outputs["density"] = self.field.last_density
+            if self.field.last_delta_penalty is not None:
+                outputs["delta_penalty"] = self.field.last_delta_penalty
         return outputs
 
     # ------------------------------------------------------------------------------------------------ losses
@@ -429,22 +362,15 @@ class NerfEditorModel(NerfactoModel):
     def reference_density(
         self, ray_samples: RaySamples, guide: Tensor
     ) -> Float[Tensor, "num_rays num_samples 1"]:
-        """Densities of the frozen original model at the same samples: the original scene (alpha 0, average
-        appearance) on guide rays, the rays' own codes on original rays."""
+        """Densities of the frozen original model at the same samples: the original scene (alpha = 0; density does
+        not depend on the appearance) on every ray, guide (``guide`` True) or original."""
         if self.field_original is None:
             raise RuntimeError(
                 "Guide rays in the batch but no original model: call model.begin_finetune() (or train with "
                 "--pipeline.model.finetune True) before adding guide sets."
             )
-        alpha, beta_index = self.field.codes_for(ray_samples)
-        n = ray_samples.shape[0]
-        alpha = alpha.expand(n, *alpha.shape[1:])
-        beta_index = beta_index.expand(n, *beta_index.shape[1:])
-        g = guide.reshape(n, *([1] * (alpha.dim() - 1)))
-        alpha = torch.where(g, torch.zeros_like(alpha), alpha)
-        beta_index = torch.where(g, torch.full_like(beta_index, AVERAGE_APPEARANCE), beta_index)
         with torch.no_grad():
-            density, _ = self.field_original.density_with(ray_samples, alpha=alpha, beta_index=beta_index)
+            density, _ = self.field_original.density_with(ray_samples, alpha=torch.zeros((), device=guide.device))
         return density.detach()
 
     def get_metrics_dict(self, outputs, batch):
@@ -500,28 +426,23 @@ class NerfEditorModel(NerfactoModel):
             if count > 0:
                 depth = outputs["expected_depth"].reshape(-1)[-count:].reshape(num_patches, side, side)
                 loss_dict["depth_loss"] = c.depth_loss_mult * edit_losses.depth_smoothness_loss(depth)
+        # our addition: the residual stays zero where guides and masks do not ask for a change
+        if "delta_penalty" in outputs and c.delta_penalty_mult > 0:
+            loss_dict["delta_penalty"] = c.delta_penalty_mult * outputs["delta_penalty"]
         return loss_dict
 
     # ------------------------------------------------------------------------------------------------- eval
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """nerfacto's eval metrics; LPIPS only when it could be built offline."""
-        gt_rgb = self.renderer_rgb.blend_background(batch["image"].to(self.device))
-        predicted_rgb = outputs["rgb"]
-        acc = colormaps.apply_colormap(outputs["accumulation"])
-        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
-        images_dict = {
-            "img": torch.cat([gt_rgb, predicted_rgb], dim=1),
-            "accumulation": acc,
-            "depth": depth,
-        }
-        gt = torch.moveaxis(gt_rgb, -1, 0)[None, ...]
-        pred = torch.moveaxis(predicted_rgb, -1, 0)[None, ...]
-        metrics_dict = {"psnr": float(self.psnr(gt, pred).item()), "ssim": float(self.ssim(gt, pred))}  # type: ignore
+        """nerfacto's eval metrics and images; LPIPS only when it could be built offline."""
         if self.lpips is not None:
-            metrics_dict["lpips"] = float(self.lpips(gt, pred))
-        for i in range(self.config.num_proposal_iterations):
-            key = f"prop_depth_{i}"
-            images_dict[key] = colormaps.apply_depth_colormap(outputs[key], accumulation=outputs["accumulation"])
+            return super().get_image_metrics_and_images(outputs, batch)
+        # nerfacto calls self.lpips unconditionally: a NaN stand-in for the call, its key dropped afterwards
+        self.lpips = lambda *args: torch.tensor(float("nan"))  # type: ignore[assignment]
+        try:
+            metrics_dict, images_dict = super().get_image_metrics_and_images(outputs, batch)
+        finally:
+            self.lpips = None
+        metrics_dict.pop("lpips", None)
         return metrics_dict, images_dict
