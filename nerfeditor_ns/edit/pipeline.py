@@ -168,6 +168,13 @@ def validate_inputs(args: "EditArgs") -> ValidatedEdit:
         raise EditError("--finetune-steps must be at least 1.", "pass a positive number (default: 1/4 of the run's).")
     if not args.finetune_lr_scale > 0:
         raise EditError("--finetune-lr-scale must be positive.", "pass e.g. 0.1 (the default) or 1 for the run's rates.")
+    # --- domain checks (capture_checks.py / domain_check.py): cheap ones first ---
+    from nerfeditor_ns.edit.capture_checks import check_frontal_index_early
+
+    check_frontal_index_early(args.frontal_camera, args.load_config)
+    if args.max_inversion_error_ratio is not None and not args.max_inversion_error_ratio > 0:
+        raise EditError("--max-inversion-error-ratio must be positive.", "leave it out for the calibrated default.")
+    # --- end domain checks ---
     flags = {name: getattr(args, name) for name in ("generator", "encoder", "arcface", "clip", "vgg",
                                                    "style_generator", "hidden_mapper", "clip_model", "cache_dir")}
     networks = resolve_networks(flags, args.network_config)
@@ -668,7 +675,9 @@ def step_invert(ctx: EditContext) -> Dict[str, Any]:
         with torch.no_grad():
             recon = ctx.generator().synthesis(w.to(ctx.device), noise_mode="const").cpu()
         save_image(recon, ctx.run.work / "frontal_inversion.png")
-        return {"w_frontal": w[0]}
+        from nerfeditor_ns.edit.domain_steps import inversion_fidelity  # domain check
+
+        return {"w_frontal": w[0], "fidelity": inversion_fidelity(ctx, recon, crops["crops_front"])}
 
     return ctx.step("invert", inputs, compute)
 
@@ -880,6 +889,9 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
             crops_out = torch.cat(outs)
             guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
             out.update({"crops_out": crops_out, "guide_out": guide_out})
+        from nerfeditor_ns.edit.capture_checks import check_guides  # domain checks: NaN / constant guides
+
+        check_guides(out)
         return out
 
     return ctx.step("guides", inputs, compute)
@@ -1014,6 +1026,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
             frontal_crop_original=crops["crops_front"], frontal_crop_edited=_edited_frontal_crop(ctx, edited),
             arcface=_arcface_fn(ctx), clip_score=_clip_score_fn(ctx), prompt=a.prompt,
         )
+        metrics["domain_check"] = ctx.results.get("domain_check")  # how far the guides can be trusted
         write_json_atomic(metrics, work / "metrics.json")
         out["video"] = video.name
         return out
@@ -1076,6 +1089,7 @@ def write_record(ctx: EditContext, timings: Dict[str, float]) -> None:
         "finetune": {k: v for k, v in ctx.results["finetune"].items()},
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
         "mask_source": ctx.results["masks"].get("source"),
+        "domain_check": ctx.results.get("domain_check"),
         "timings_s": timings,
         "files": {"config": "config.yml", "guides": GUIDES_DIRNAME, "grid": "before_after.png",
                   "video": ctx.results["outputs"]["video"], "metrics": "metrics.json",
@@ -1106,6 +1120,9 @@ def run_edit(args: "EditArgs") -> Path:
     torch.manual_seed(args.seed)
     ctx = EditContext(args=args, checked=checked, device=_device(args.device), console=console)
     preflight(ctx)
+    from nerfeditor_ns.edit.domain_steps import check_after_step, check_capture  # domain checks
+
+    check_capture(ctx)  # frontal camera index, yaw coverage (nothing written yet)
     resuming = checked.run.prepare()
     console.print(
         f"{'Resuming' if resuming else 'Starting'} edit ({checked.mode}) of {args.load_config} -> {checked.run.final}"
@@ -1114,6 +1131,7 @@ def run_edit(args: "EditArgs") -> Path:
     for fn in (step_render, step_crops, step_masks, step_invert, step_adjustor, step_w_style, step_guides,
                step_finetune, step_outputs):
         fn(ctx)
+        check_after_step(ctx, fn.__name__[len("step_"):])  # domain checks between steps
     from nerfeditor_ns.edit import finetune as ft
 
     original, _ = ctx.original()
