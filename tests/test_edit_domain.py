@@ -173,6 +173,8 @@ def test_face_generator_accepts_faces_and_refuses_non_faces(tmp_path):
     ratios = {k: round(v["error_ratio"], 2) for k, v in verdicts.items()}
     assert verdicts["face_3"]["passed"] and verdicts["face_7"]["passed"], ratios
     assert not any(verdicts[k]["passed"] for k in ("cat", "brick", "shuffled_face")), ratios
+    with pytest.raises(EditError, match="cannot represent the frontal crop"):
+        domain_check.enforce(verdicts["cat"], force=False, generator_path=FACE_G)
 
 
 # ------------------------------------------------------------------------------------------------ capture checks
@@ -232,20 +234,22 @@ def test_briefly_trained_run_rendering_nothing_refused(runs, capsys):
     assert "frontal crop is flat" in err
 
 
-def test_non_face_generator_refuses_the_face_and_force_records_it(runs, capsys, monkeypatch):
-    """The tiny random test generator is no face model: the real face is refused with the score and the ways out;
-    with --force the edit goes on and edit.json / metrics.json say so."""
-    argv = _argv(runs, runs["trained"], "tiny_g", "--direction", "pc:0:1", generator=TINY_G)
-    err = _refused(runs, capsys, argv, "tiny_g", "cannot represent the frontal crop", "inversion error ratio",
-                   "--frontal-camera", "--box-scale", "--force", partial_allowed=True)
-    assert "stylegan2_rosinality_tiny.pt" in err
+def test_refusal_through_ns_edit_writes_nothing_and_force_records_it(runs, capsys):
+    """The refusal path end to end: with a limit the real face cannot meet, ns-edit stops after the inversion with
+    the score and the ways out and writes no run; with --force the edit goes on and edit.json / metrics.json say
+    so. (Which crops fail at the calibrated limit: test_face_generator_accepts_faces_and_refuses_non_faces.)"""
+    argv = _argv(runs, runs["trained"], "strict", "--direction", "pc:0:1", "--max-inversion-error-ratio", "0.01")
+    err = _refused(runs, capsys, argv, "strict", "cannot represent the frontal crop", "inversion error ratio",
+                   "at most 0.0", "--frontal-camera", "--box-scale", "--force", partial_allowed=True)
+    assert "face_gan32.pt" in err
     assert cli.main(argv + ["--force"]) == 0
-    out = runs["root"] / "tiny_g"
+    out = runs["root"] / "strict"
     record = json.loads((out / "edit.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert record["domain_check"]["forced"] is True and record["domain_check"]["passed"] is False
     assert record["settings"]["force"] is True
     assert metrics["domain_check"]["error_ratio"] == pytest.approx(record["domain_check"]["error_ratio"])
+    assert metrics["domain_check"]["frontal_inversion"]["psnr"] > 0
     assert _digest(runs["trained"].parent) == runs["digest"]
 
 
@@ -258,8 +262,8 @@ def test_real_face_passes_with_the_face_generator_and_nan_guides_are_refused(run
     steps = json.loads((runs["root"] / "face_nan.partial" / "cache" / "steps.json").read_text())
     assert "invert" in steps and "guides" not in steps  # the domain check passed; the guides were not cached
 
-    monkeypatch.setenv(STOP_AFTER_ENV, "invert")
+    monkeypatch.setenv(STOP_AFTER_ENV, "adjustor")  # the domain check runs between invert and adjustor
     assert cli.main(_argv(runs, runs["trained"], "face_ok", "--direction", "pc:0:1")) == 3
     assert "domain check passed" in capsys.readouterr().err
     calibrations = list((runs["cache"] / domain_check.CALIBRATION_DIRNAME).glob("*.json"))
-    assert len(calibrations) == 2  # one per generator (face, tiny), reused by every edit
+    assert len(calibrations) == 1  # one per generator and inversion settings, reused by every edit

@@ -38,8 +38,6 @@ SMALL = [
     "--projection-steps", "15", "--adjustor-steps", "8", "--adjustor-batch", "2", "--num-components", "4",
     "--finetune-steps", str(FINETUNE_STEPS), "--video-frames", "4", "--mapper-steps", "5", "--device", "cpu",
     "--render-chunk", "4096", "--render-scale", "0.5",
-    # the tiny fixture generator is random weights, no face model: the domain check refuses the face without --force
-    "--force",
 ]
 
 
