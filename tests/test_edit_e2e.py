@@ -93,6 +93,7 @@ def _check_new_run(ws, out: Path, finetune_steps: int = FINETUNE_STEPS) -> Dict:
     assert record["networks"]["generator"]["sha256"] == hashlib.sha256(TINY_G.read_bytes()).hexdigest()
     assert set(record["timings_s"]) >= {"render", "invert", "adjustor", "guides", "finetune", "outputs"}
     metrics = json.loads((out / "metrics.json").read_text())
+    assert record["domain_check"]["error_ratio"] == metrics["domain_check"]["error_ratio"] > 0
     assert metrics["background_psnr"] is not None and metrics["foreground_in_domain"]["num_views"] == 3
     with Image.open(out / "before_after.png") as grid:
         grid.load()

@@ -130,6 +130,14 @@ class EditArgs(NetworkArgs):
     seed: int = 0
     """Random seed."""
 
+    # ---- domain check ----
+    force: bool = False
+    """Edit even when the domain check finds that the generator cannot represent the frontal crop (the crop's
+    inversion error is far above the generator's error on its own samples). Recorded in edit.json."""
+    max_inversion_error_ratio: Optional[float] = None
+    """Domain check threshold: the largest allowed ratio of the frontal crop's inversion error to the generator's
+    error on its own samples (default: the value calibrated on the shipped face generator, see the README)."""
+
     def edit_mode(self) -> str:
         """The single EDIT given (refuses none / several)."""
         given = [m for m in EDIT_MODES if getattr(self, m) is not None]

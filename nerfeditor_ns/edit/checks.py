@@ -134,6 +134,11 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
         raise EditError("--finetune-steps must be at least 1.", "pass a positive number (default: 1/4 of the run's).")
     if not args.finetune_lr_scale > 0:
         raise EditError("--finetune-lr-scale must be positive.", "pass e.g. 0.1 (the default) or 1 for the run's rates.")
+    from nerfeditor_ns.edit.capture_checks import check_frontal_index_early
+
+    check_frontal_index_early(args.frontal_camera, args.load_config)
+    if args.max_inversion_error_ratio is not None and not args.max_inversion_error_ratio > 0:
+        raise EditError("--max-inversion-error-ratio must be positive.", "leave it out for the calibrated default.")
     flags = {name: getattr(args, name) for name in ("generator", "encoder", "arcface", "clip", "vgg",
                                                    "style_generator", "hidden_mapper", "clip_model", "cache_dir")}
     networks = resolve_networks(flags, args.network_config)

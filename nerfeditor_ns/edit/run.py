@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Tuple
 from nerfeditor_ns.edit.args import EditArgs, TrainMapperArgs
 from nerfeditor_ns.edit.checks import validate_inputs
 from nerfeditor_ns.edit.context import GUIDES_DIRNAME, EditContext, choose_device, console, load_network
+from nerfeditor_ns.edit.domain_steps import check_after_step, check_capture
 from nerfeditor_ns.edit.errors import EditError, out_of_memory_hint
 from nerfeditor_ns.edit.networks import check_networks_for_mode, network_hashes, resolve_networks
 from nerfeditor_ns.edit.run_dir import EDIT_RECORD
@@ -107,6 +108,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "finetune": dict(ctx.results["finetune"]),
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
         "mask_source": ctx.results["masks"].get("source"),
+        "domain_check": ctx.results.get("domain_check"),
         "timings_s": timings,
         "files": {"config": "config.yml", "guides": GUIDES_DIRNAME, "grid": "before_after.png",
                   "video": ctx.results["outputs"]["video"], "metrics": "metrics.json",
@@ -127,13 +129,15 @@ def run_edit(args: EditArgs) -> Path:
     torch.manual_seed(args.seed)
     ctx = EditContext(args=args, checked=checked, plan=STEP_NAMES, device=choose_device(args.device), console=out)
     preflight(ctx)
+    check_capture(ctx)  # frontal camera index, yaw coverage (nothing written yet)
     resuming = checked.run.prepare()
     out.print(
         f"{'Resuming' if resuming else 'Starting'} edit ({checked.mode}) of {args.load_config} -> {checked.run.final}"
         f" (working in {checked.run.partial})"
     )
-    for _, step in STEPS:
+    for name, step in STEPS:
         step(ctx)
+        check_after_step(ctx, name)  # refusals between steps (domain check, nothing rendered in the subject box)
     write_final_config(ctx)
     write_record(ctx, {name: checked.run.seconds(name) for name in STEP_NAMES})
     final = checked.run.finalize(keep_cache=args.keep_cache)

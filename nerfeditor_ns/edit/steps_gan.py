@@ -70,7 +70,9 @@ def step_invert(ctx: EditContext) -> Dict[str, Any]:
         with torch.no_grad():
             recon = ctx.generator().synthesis(w.to(ctx.device), noise_mode="const").cpu()
         save_image(recon, ctx.run.work / "frontal_inversion.png")
-        return {"w_frontal": w[0]}
+        from nerfeditor_ns.edit.domain_steps import inversion_fidelity
+
+        return {"w_frontal": w[0], "fidelity": inversion_fidelity(ctx, recon, crops["crops_front"])}
 
     return ctx.step("invert", inputs, compute, oom_flags=["--projection-steps (no effect on memory)", "--device cpu"])
 

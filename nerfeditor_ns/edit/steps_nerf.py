@@ -132,6 +132,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
         has_out = views.cameras_out is not None
         metrics["fidelity"] = edit_fidelity_metrics(fid_edited, fid_original, after_all[n_in:] if has_out else None,
                                                     before_all[n_in:] if has_out else None)
+        metrics["domain_check"] = ctx.results.get("domain_check")  # how far the guides can be trusted
         write_json_atomic(metrics, work / "metrics.json")
         out["video"] = video.name
         return out
