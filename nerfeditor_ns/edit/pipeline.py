@@ -8,9 +8,13 @@ when its result exists with the same inputs.
                 pasted back through them (issue step 5; they are saved beside the guide images).
 4. ``invert``   invert the frontal crop: encoder + refinement MLP, or projection when there is no encoder (Sec. 3.2).
 5. ``adjustor`` train the latent code adjustor on the in-domain pairs with the differentiable decomposition (Eq. 1).
+5b. ``gen_finetune`` finetune a copy of the generator's synthesis weights on the in-domain pairs at the adjusted
+                codes (pivotal tuning, paper Sec. 4 / Tab. 5; ``gan/generator_finetune.py``).
 6. ``w_style``  the edited frontal code for the chosen EDIT.
-7. ``guides``   I_in = G(w_style + V(k*d)) per in-domain pose; I_out = G_style(H(render), w_style) per out-of-domain
-                pose through the hidden mapper; stylized crops pasted back with the soft foreground mask.
+7. ``guides``   the edit's change transferred onto the renders (``guide_transfer.py``): in-domain
+                G'(w_style + V(k*d)) - G'(w_frontal + V(k*d)), out-of-domain G'_style(H(crop), w_style) -
+                G'_style(H(crop), w_frontal), G' the finetuned generator; blended with the soft foreground mask.
+                (--style-image: the art generator's crops are pasted back as before.)
 8. ``finetune`` a copy of the NeRF finetuned on the guide sets with the editing losses (Eqs. 2-6), ``finetune.py``.
 9. ``outputs``  before/after grid, turntable video, metrics.json; then ``edit.json`` and the atomic rename of
                 ``<out>.partial`` to ``<out>``.
@@ -36,7 +40,7 @@ from nerfeditor_ns.edit.run_dir import EDIT_RECORD, RunDir, atomic_write_text, s
 if TYPE_CHECKING:  # pragma: no cover
     from nerfeditor_ns.edit.cli import EditArgs, TrainMapperArgs
 
-STEPS = ("render", "crops", "masks", "invert", "adjustor", "w_style", "guides", "finetune", "outputs")
+STEPS = ("render", "crops", "masks", "invert", "adjustor", "gen_finetune", "w_style", "guides", "finetune", "outputs")
 GUIDES_DIRNAME = "guides"
 MIN_MASK_FRACTION = 0.01  # below this foreground fraction of the frontal view the NeRF-based masks are not trusted
 _DIRECTION_PC = re.compile(r"^pc:(\d+):([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)$")
@@ -166,6 +170,8 @@ def validate_inputs(args: "EditArgs") -> ValidatedEdit:
         raise EditError("--render-scale must be positive.", "e.g. --render-scale 0.5 renders at half size.")
     if args.finetune_steps is not None and args.finetune_steps < 1:
         raise EditError("--finetune-steps must be at least 1.", "pass a positive number (default: 1/4 of the run's).")
+    if args.generator_finetune_steps < 0:
+        raise EditError("--generator-finetune-steps must be >= 0.", "pass 0 to skip generator finetuning.")
     if not args.finetune_lr_scale > 0:
         raise EditError("--finetune-lr-scale must be positive.", "pass e.g. 0.1 (the default) or 1 for the run's rates.")
     flags = {name: getattr(args, name) for name in ("generator", "encoder", "arcface", "clip", "vgg",
@@ -376,6 +382,7 @@ OOM_FLAGS = {
     "masks": ["--render-scale"],
     "invert": ["--projection-steps (no effect on memory)", "--device cpu"],
     "adjustor": ["--adjustor-batch", "--device cpu"],
+    "gen_finetune": ["--adjustor-batch", "--device cpu"],
     "w_style": ["--device cpu"],
     "guides": ["--adjustor-batch", "--device cpu"],
     "finetune": ["--render-chunk", "--render-scale"],
@@ -723,6 +730,73 @@ def load_adjustor(ctx: EditContext):
     return adj.to(ctx.device).eval()
 
 
+# ---- generator finetuning (step gen_finetune) ---------------------------------------------------------------
+GEN_FINETUNED_FILE = "generator_finetuned.pt"
+
+
+def step_gen_finetune(ctx: EditContext) -> Dict[str, Any]:
+    """Step 3b': finetune a copy of the generator's synthesis weights on the in-domain (crop, adjusted code) pairs
+    (pivotal tuning; paper Sec. 4, Tab. 5); records the generator's fidelity to the crops before and after."""
+    import torch
+
+    from nerfeditor_ns.gan import generator_finetune as gf
+    from nerfeditor_ns.gan.losses import ReconstructionLoss, ReconstructionLossConfig
+
+    a = ctx.args
+    crops, w = ctx.results["crops"], ctx.results["invert"]["w_frontal"]
+    skip = ctx.checked.mode == "style_image"  # the art generator makes the guides; the face GAN is not used
+    cfg = gf.GeneratorFinetuneConfig(steps=a.generator_finetune_steps, batch_size=a.adjustor_batch, seed=a.seed)
+
+    def compute():
+        if skip:
+            return {"steps": 0, "skipped": "style_image: the art generator makes the guides"}
+        G = ctx.generator()
+        views = ctx.views()
+        with torch.no_grad():
+            codes, _ = load_adjustor(ctx)(w.to(ctx.device), _poses(views.theta_in, views.phi_in).to(ctx.device))
+        codes, targets = codes.detach(), crops["crops_in"]
+        loss = ReconstructionLoss(
+            ReconstructionLossConfig(vgg_path=ctx.networks.vgg, arcface_path=ctx.networks.arcface,
+                                     perceptual_weight=0.8 if ctx.networks.vgg else 0.0,
+                                     identity_weight=0.1 if ctx.networks.arcface else 0.0)
+        ).to(ctx.device)
+        perceptual = _perceptual(ctx)
+        before = gf.generator_fidelity(gf.generate(G, codes, a.adjustor_batch), targets, perceptual)
+        result = gf.finetune_generator(G, codes, targets.to(ctx.device), cfg, loss=loss)
+        after = gf.generator_fidelity(gf.generate(result.generator, codes, a.adjustor_batch), targets, perceptual)
+        out: Dict[str, Any] = {"steps": cfg.steps, "lr": cfg.lr, "locality_weight": cfg.locality_weight,
+                               "locality_radius_w": result.radius, "fidelity_before": before, "fidelity_after": after,
+                               "codes": codes.cpu()}
+        if cfg.steps > 0:
+            gf.save_finetuned_synthesis(result.generator, G, ctx.run.cache / GEN_FINETUNED_FILE)
+            ctx.nets["generator_finetuned"] = result.generator
+            out["file"] = GEN_FINETUNED_FILE
+            out["final_loss"] = result.history["total"][-1]
+        ctx.console.print(
+            f"generator fidelity to the in-domain crops: PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB, "
+            f"SSIM {before['ssim']:.3f} -> {after['ssim']:.3f}"
+        )
+        return out
+
+    import dataclasses
+
+    return ctx.step("gen_finetune", dict(dataclasses.asdict(cfg), skip=skip, vgg=_net_id(ctx.networks.vgg),
+                                         arc=_net_id(ctx.networks.arcface)), compute)
+
+
+def finetuned_generator(ctx: EditContext):
+    """G': the generator finetuned by step gen_finetune (the given generator when it ran 0 steps)."""
+    result = ctx.results["gen_finetune"]
+    if "file" not in result:
+        return ctx.generator()
+    if "generator_finetuned" not in ctx.nets:
+        from nerfeditor_ns.gan.generator_finetune import load_finetuned_generator
+
+        G = load_finetuned_generator(ctx.generator(), ctx.run.cache / result["file"])
+        ctx.nets["generator_finetuned"] = G.to(ctx.device)
+    return ctx.nets["generator_finetuned"]
+
+
 def step_w_style(ctx: EditContext) -> Dict[str, Any]:
     """Step 3c: the edited frontal code w_style for the chosen EDIT."""
     import torch
@@ -849,20 +923,25 @@ def mapper_config(vgg: Optional[Path], steps: int, slim: bool, seed: int = 0, ba
 
 
 def step_guides(ctx: EditContext) -> Dict[str, Any]:
-    """Step 4: I_in = G(w_style + V(k*d)) per in-domain pose; I_out = G_style(H(render), w_style); pasted back."""
+    """Step 4: the edit's change transferred onto the renders (``guide_transfer.py``), G' = the finetuned generator:
+    in-domain G'(w_style + V(k*d)) - G'(w_frontal + V(k*d)) per pose; out-of-domain G'_style(H(crop), w_style) -
+    G'_style(H(crop), w_frontal) through the hidden mapper of the given generator. --style-image keeps pasting the
+    art generator's crops (I_in = G_art(w_style + V(k*d)), I_out = G_art_style(H(render), w_style))."""
     import torch
 
     from nerfeditor_ns.edit.crops import paste_crops
+    from nerfeditor_ns.edit.guide_transfer import guides_from_crops, in_domain_crops, out_of_domain_crops
 
     a, mode = ctx.args, ctx.checked.mode
     render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
     w_style = ctx.results["w_style"]["w_style"]
+    w_frontal = ctx.results["invert"]["w_frontal"]
     gen_path = ctx.networks.style_generator if mode == "style_image" else ctx.networks.generator
-    inputs = dict(mapper=_net_id(ctx.networks.hidden_mapper), gen=_net_id(gen_path))
+    inputs = dict(mapper=_net_id(ctx.networks.hidden_mapper), gen=_net_id(gen_path), transfer="change")
 
-    def compute():
+    def compute_style():
         views = ctx.views()
-        gen = ctx.style_generator() if mode == "style_image" else ctx.generator()
+        gen = ctx.style_generator()
         adjustor = load_adjustor(ctx)
         poses = _poses(views.theta_in, views.phi_in).to(ctx.device)
         crops_in = adjustor.generate(gen, w_style.to(ctx.device), poses, batch_size=a.adjustor_batch).cpu()
@@ -880,6 +959,23 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
             crops_out = torch.cat(outs)
             guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
             out.update({"crops_out": crops_out, "guide_out": guide_out})
+        return out
+
+    def compute():
+        if mode == "style_image":
+            return compute_style()
+        views = ctx.views()
+        tuned = finetuned_generator(ctx)
+        poses = _poses(views.theta_in, views.phi_in)
+        edited, unedited = in_domain_crops(tuned, load_adjustor(ctx), w_frontal, w_style, poses, a.adjustor_batch)
+        g_in = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"], masks["mask_in"])
+        out = {"crops_in": edited, "crops_in_unedited": unedited, "guide_in": g_in["guide"]}
+        if views.cameras_out is not None and "crops_out" in crops:
+            mapper = hidden_mapper_for(ctx, gen_path, ctx.generator())  # trained for (and checked against) G
+            edited, unedited = out_of_domain_crops(tuned, mapper, crops["crops_out"], w_frontal, w_style,
+                                                   a.adjustor_batch)
+            g_out = guides_from_crops(render["rgb_out"], edited, unedited, crops["windows_out"], masks["mask_out"])
+            out.update({"crops_out": edited, "crops_out_unedited": unedited, "guide_out": g_out["guide"]})
         return out
 
     return ctx.step("guides", inputs, compute)
@@ -1074,6 +1170,7 @@ def write_record(ctx: EditContext, timings: Dict[str, float]) -> None:
         "notes": ctx.checked.notes,
         "settings": args,
         "finetune": {k: v for k, v in ctx.results["finetune"].items()},
+        "generator_finetune": {k: v for k, v in ctx.results["gen_finetune"].items() if k != "codes"},
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
         "mask_source": ctx.results["masks"].get("source"),
         "timings_s": timings,
@@ -1111,8 +1208,8 @@ def run_edit(args: "EditArgs") -> Path:
         f"{'Resuming' if resuming else 'Starting'} edit ({checked.mode}) of {args.load_config} -> {checked.run.final}"
         f" (working in {checked.run.partial})"
     )
-    for fn in (step_render, step_crops, step_masks, step_invert, step_adjustor, step_w_style, step_guides,
-               step_finetune, step_outputs):
+    for fn in (step_render, step_crops, step_masks, step_invert, step_adjustor, step_gen_finetune, step_w_style,
+               step_guides, step_finetune, step_outputs):
         fn(ctx)
     from nerfeditor_ns.edit import finetune as ft
 

@@ -52,8 +52,9 @@ class GeneratorFinetuneConfig:
 
     steps: int = 100
     """Optimisation steps; 0 = no finetuning (the paper's "latent code adjustor w/o finetuning" ablation)."""
-    lr: float = 3e-4
-    """Adam learning rate of the synthesis weights (pivotal tuning's 3e-4)."""
+    lr: float = 1e-3
+    """Adam learning rate of the synthesis weights. Pivotal tuning uses 3e-4 for 350 steps at 1024 px; within the
+    ~100 steps a CPU affords, 1e-3 gets further (face capture, 32 px GAN, 100 steps: +3.5 dB PSNR vs +2.1 dB)."""
     batch_size: int = 4
     """(code, target) pairs per step."""
     locality_weight: float = 1.0
