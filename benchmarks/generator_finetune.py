@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 50, 100, 200])
     parser.add_argument("--lr", type=float, default=gf.GeneratorFinetuneConfig.lr)
     parser.add_argument("--no-locality", action="store_true", help="locality weight 0 (for comparison)")
-    parser.add_argument("--vgg", type=Path, default=None, help="torchvision vgg16 weights: adds the perceptual distance")
+    parser.add_argument("--vgg", type=Path, default=None, help="vgg16 weights: adds the perceptual distance")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -66,7 +66,8 @@ def main() -> None:
     loc_codes = gf.locality_codes(codes.to(device), samples, radius)
     frozen_change = (gf.generate(G, codes + edit.cpu()) - gf.generate(G, codes)).abs().mean()
     frozen_loc = gf.generate(G, loc_codes)
-    print(f"{args.run.name}: {codes.shape[0]} in-domain crops at {targets.shape[-1]} px, generator {args.generator.name}, "
+    print(f"{args.run.name}: {codes.shape[0]} in-domain crops at {targets.shape[-1]} px, "
+          f"generator {args.generator.name}, "
           f"lr {args.lr}, locality {'off' if args.no_locality else 'on'}, device {device}, {args.threads} thread(s)")
     print(f"{'steps':>6} {'PSNR dB':>8} {'SSIM':>6} {'percept':>8} {'loc drift':>9} {'edit ratio':>10} {'time s':>7}")
     for steps in args.steps:

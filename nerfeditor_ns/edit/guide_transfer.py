@@ -48,7 +48,9 @@ def transfer_change(
     not reach keep the render's value exactly; changed pixels are clipped to [0, 1].
     """
     if edited.shape != unedited.shape or edited.ndim != 4 or edited.shape[1] != 3:
-        raise ValueError(f"edited {tuple(edited.shape)} and unedited {tuple(unedited.shape)} crops must be [N, 3, R, R].")
+        raise ValueError(
+            f"edited {tuple(edited.shape)} and unedited {tuple(unedited.shape)} crops must both be [N, 3, R, R]."
+        )
     n, h, w, _ = renders.shape
     if edited.shape[0] != n:
         raise ValueError(f"{edited.shape[0]} crops for {n} renders.")
