@@ -37,7 +37,7 @@ SMALL = [
     "--num-in-yaw", "3", "--num-in-pitch", "1", "--num-out-domain", "2",
     "--projection-steps", "15", "--adjustor-steps", "8", "--adjustor-batch", "2", "--num-components", "4",
     "--finetune-steps", str(FINETUNE_STEPS), "--video-frames", "4", "--mapper-steps", "5", "--device", "cpu",
-    "--render-chunk", "4096", "--render-scale", "0.5",
+    "--render-chunk", "4096", "--render-scale", "0.5", "--generator-finetune-steps", "5",
 ]
 
 
@@ -91,7 +91,9 @@ def _check_new_run(ws, out: Path, finetune_steps: int = FINETUNE_STEPS) -> Dict:
     assert out.is_dir() and not out.with_name(out.name + ".partial").exists()
     record = json.loads((out / "edit.json").read_text())
     assert record["networks"]["generator"]["sha256"] == hashlib.sha256(TINY_G.read_bytes()).hexdigest()
-    assert set(record["timings_s"]) >= {"render", "invert", "adjustor", "guides", "finetune", "outputs"}
+    assert set(record["timings_s"]) >= {"render", "invert", "adjustor", "gen_finetune", "guides", "finetune", "outputs"}
+    gen = record["generator_finetune"]
+    assert gen["steps"] == 5 and {"psnr", "ssim"} <= set(gen["fidelity_before"]) <= set(gen["fidelity_after"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert record["domain_check"]["error_ratio"] == metrics["domain_check"]["error_ratio"] > 0
     assert metrics["background_psnr"] is not None and metrics["foreground_in_domain"]["num_views"] == 3
@@ -213,3 +215,19 @@ def test_prompt_edit_with_a_tiny_random_clip(workspace, tmp_path):
     edited = np.asarray(Image.open(out / "frontal_edited.png"), dtype=np.float32)
     inverted = np.asarray(Image.open(out / "frontal_inversion.png"), dtype=np.float32)
     assert np.abs(edited - inverted).mean() > 0.5
+
+
+def test_null_edit_guides_are_exactly_the_renders(workspace, monkeypatch):
+    """--direction pc:0:0 asks for no change: with the change transferred onto the renders, every guide image (in-
+    and out-of-domain) is the render bit for bit, whatever the generator's fidelity to the scene."""
+    from nerfeditor_ns.edit.run_dir import safe_torch_load
+
+    ws = workspace
+    monkeypatch.setenv(STOP_AFTER_ENV, "guides")
+    assert cli.main(_edit_argv(ws, "--direction", "pc:0:0", out="edit_null")) == 3
+    cache = ws["root"] / "edit_null.partial" / "cache"
+    render, guides = safe_torch_load(cache / "render.pt"), safe_torch_load(cache / "guides.pt")
+    gen = safe_torch_load(cache / "gen_finetune.pt")
+    assert gen["steps"] == 5 and (cache / gen["file"]).is_file()
+    for tag in ("in", "out"):
+        assert torch.equal(guides[f"guide_{tag}"], render[f"rgb_{tag}"]), tag

@@ -104,6 +104,11 @@ class EditArgs(NetworkArgs):
     """Training steps of the latent code adjustor (Eq. 1)."""
     adjustor_batch: int = 4
     """Poses per adjustor step (lower it if out of memory)."""
+    generator_finetune_steps: int = 100
+    """Steps of generator finetuning (pivotal tuning of a copy of the generator's synthesis weights on the in-domain
+    crops at the adjustor's codes, with a locality regulariser; paper Sec. 4, Tab. 5), after the adjustor. The
+    finetuned generator makes the in-domain guides and is G_style for the out-of-domain ones. 0 = the paper's
+    "latent code adjustor w/o finetuning" ablation."""
     num_components: int = 32
     """k: number of style components of the differentiable decomposition (Eqs. 7-9); at most the GAN's w_dim."""
     clip_steps: int = 100

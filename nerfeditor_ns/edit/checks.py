@@ -132,6 +132,8 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
         raise EditError("--render-scale must be positive.", "e.g. --render-scale 0.5 renders at half size.")
     if args.finetune_steps is not None and args.finetune_steps < 1:
         raise EditError("--finetune-steps must be at least 1.", "pass a positive number (default: 1/4 of the run's).")
+    if args.generator_finetune_steps < 0:
+        raise EditError("--generator-finetune-steps must be >= 0.", "pass 0 to skip generator finetuning.")
     if not args.finetune_lr_scale > 0:
         raise EditError("--finetune-lr-scale must be positive.", "pass e.g. 0.1 (the default) or 1 for the run's rates.")
     from nerfeditor_ns.edit.capture_checks import check_frontal_index_early

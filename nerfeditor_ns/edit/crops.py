@@ -361,6 +361,20 @@ def _window_coords(windows: Tensor, height: int, width: int) -> Tuple[Tensor, Te
     return u[:, None, :].expand(n, height, width), v[:, :, None].expand(n, height, width)
 
 
+def resample_into_windows(
+    values: Float[Tensor, "N C R R"], windows: Float[Tensor, "N 4"], height: int, width: int
+) -> Float[Tensor, "N H W C"]:
+    """Bilinear resampling of per-crop ``values`` (any channels, any range) into their windows of an
+    ``height`` x ``width`` frame (border padding outside the window; blend with :func:`paste_mask`)."""
+    if values.ndim != 4:
+        raise ValueError(f"Expected crop values [N, C, R, R], got {tuple(values.shape)}.")
+    windows = _check_windows(windows, values.shape[0])
+    u, v = _window_coords(windows, height, width)
+    grid = torch.stack([2 * u - 1, 2 * v - 1], dim=-1).to(values.device)
+    out = F.grid_sample(values.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.permute(0, 2, 3, 1)
+
+
 def paste_crops(
     images: Float[Tensor, "N H W 3"],
     crops: Float[Tensor, "N 3 R R"],
@@ -378,12 +392,7 @@ def paste_crops(
     if crops.shape[0] != n:
         raise ValueError(f"{crops.shape[0]} crops for {n} images.")
     windows = _check_windows(windows, n)
-    u, v = _window_coords(windows, h, w)
-    grid = torch.stack([2 * u - 1, 2 * v - 1], dim=-1).to(crops.device)
-    resampled = F.grid_sample(
-        (crops.to(torch.float32) + 1) / 2, grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
-    resampled = resampled.permute(0, 2, 3, 1).to(images.device)
+    resampled = resample_into_windows((crops.to(torch.float32) + 1) / 2, windows, h, w).to(images.device)
     m = paste_mask(windows, h, w, feather).to(images.device)
     if mask is not None:
         m = m * mask.to(m)

@@ -32,7 +32,8 @@ from nerfeditor_ns.edit.domain_steps import check_after_step, check_capture
 from nerfeditor_ns.edit.errors import EditError, out_of_memory_hint
 from nerfeditor_ns.edit.networks import check_networks_for_mode, network_hashes, resolve_networks
 from nerfeditor_ns.edit.run_dir import EDIT_RECORD
-from nerfeditor_ns.edit.steps_gan import check_component, step_adjustor, step_guides, step_invert, step_w_style
+from nerfeditor_ns.edit.steps_gan import check_component, step_adjustor, step_gen_finetune, step_invert, step_w_style
+from nerfeditor_ns.edit.steps_guides import step_guides
 from nerfeditor_ns.edit.steps_nerf import step_finetune, step_outputs
 from nerfeditor_ns.edit.steps_scene import step_crops, step_masks, step_render
 from nerfeditor_ns.io_utils import atomic_write_text
@@ -44,6 +45,7 @@ STEPS: Tuple[Tuple[str, Callable[[EditContext], Dict[str, Any]]], ...] = (
     ("masks", step_masks),
     ("invert", step_invert),
     ("adjustor", step_adjustor),
+    ("gen_finetune", step_gen_finetune),
     ("w_style", step_w_style),
     ("guides", step_guides),
     ("finetune", step_finetune),
@@ -106,6 +108,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "notes": ctx.checked.notes,
         "settings": args,
         "finetune": dict(ctx.results["finetune"]),
+        "generator_finetune": {k: v for k, v in ctx.results["gen_finetune"].items() if k != "codes"},
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
         "mask_source": ctx.results["masks"].get("source"),
         "domain_check": ctx.results.get("domain_check"),

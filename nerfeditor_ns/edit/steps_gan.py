@@ -1,5 +1,5 @@
-"""Steps 4-7 of an edit (paper Fig. 2, middle): invert the frontal crop, train the latent code adjustor, edit the
-frontal code, and draw the guide images through the GAN (in-domain) and the hidden mapper (out-of-domain).
+"""Steps 4-7 of an edit (paper Fig. 2, middle): invert the frontal crop, train the latent code adjustor, finetune a copy
+of the generator on the in-domain pairs, and edit the frontal code. The guide images are drawn in ``steps_guides.py``.
 """
 
 from __future__ import annotations
@@ -122,6 +122,75 @@ def load_adjustor(ctx: EditContext):
     return adj.to(ctx.device).eval()
 
 
+GEN_FINETUNED_FILE = "generator_finetuned.pt"
+"""File in the edit's cache holding the finetuned synthesis weights (weights-only)."""
+
+
+def step_gen_finetune(ctx: EditContext) -> Dict[str, Any]:
+    """Step 6 — Sec. 4 ("train the latent code adjustor and finetune the StyleGAN"), Tab. 5 ablation: finetune a copy
+    of the generator's synthesis weights on the in-domain (crop, adjusted code w + V(k*d)) pairs (pivotal tuning with a
+    locality regulariser); records the generator's fidelity to the crops before and after. 0 steps = the paper's
+    "latent code adjustor w/o finetuning"; --style-image skips it (the art generator makes those guides)."""
+    import dataclasses
+
+    import torch
+
+    from nerfeditor_ns.gan import generator_finetune as gf
+    from nerfeditor_ns.gan.losses import ReconstructionLoss, ReconstructionLossConfig
+
+    a = ctx.args
+    crops, w = ctx.results["crops"], ctx.results["invert"]["w_frontal"]
+    skip = ctx.mode == "style_image"
+    cfg = gf.GeneratorFinetuneConfig(steps=a.generator_finetune_steps, batch_size=a.adjustor_batch, seed=a.seed)
+
+    def compute():
+        if skip:
+            return {"steps": 0, "skipped": "style_image: the art generator makes the guides"}
+        G = ctx.generator()
+        views = ctx.views()
+        with torch.no_grad():
+            codes, _ = load_adjustor(ctx)(w.to(ctx.device), poses(views.theta_in, views.phi_in).to(ctx.device))
+        codes, targets = codes.detach(), crops["crops_in"]
+        loss = ReconstructionLoss(
+            ReconstructionLossConfig(vgg_path=ctx.networks.vgg, arcface_path=ctx.networks.arcface,
+                                     perceptual_weight=0.8 if ctx.networks.vgg else 0.0,
+                                     identity_weight=0.1 if ctx.networks.arcface else 0.0)
+        ).to(ctx.device)
+        perceptual = ctx.perceptual()
+        before = gf.generator_fidelity(gf.generate(G, codes, a.adjustor_batch), targets, perceptual)
+        result = gf.finetune_generator(G, codes, targets.to(ctx.device), cfg, loss=loss)
+        after = gf.generator_fidelity(gf.generate(result.generator, codes, a.adjustor_batch), targets, perceptual)
+        out: Dict[str, Any] = {"steps": cfg.steps, "lr": cfg.lr, "locality_weight": cfg.locality_weight,
+                               "locality_radius_w": result.radius, "fidelity_before": before, "fidelity_after": after,
+                               "codes": codes.cpu()}
+        if cfg.steps > 0:
+            gf.save_finetuned_synthesis(result.generator, G, ctx.run.cache / GEN_FINETUNED_FILE)
+            ctx.nets["generator_finetuned"] = result.generator
+            out["file"] = GEN_FINETUNED_FILE
+            out["final_loss"] = result.history["total"][-1]
+        ctx.console.print(
+            f"generator fidelity to the in-domain crops: PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB, "
+            f"SSIM {before['ssim']:.3f} -> {after['ssim']:.3f}"
+        )
+        return out
+
+    inputs = dict(dataclasses.asdict(cfg), skip=skip, vgg=net_id(ctx.networks.vgg), arc=net_id(ctx.networks.arcface))
+    return ctx.step("gen_finetune", inputs, compute, oom_flags=["--adjustor-batch", "--device cpu"])
+
+
+def finetuned_generator(ctx: EditContext):
+    """G': the generator finetuned by step gen_finetune (the given generator when it ran 0 steps)."""
+    result = ctx.results["gen_finetune"]
+    if "file" not in result:
+        return ctx.generator()
+    if "generator_finetuned" not in ctx.nets:
+        from nerfeditor_ns.gan.generator_finetune import load_finetuned_generator
+
+        G = load_finetuned_generator(ctx.generator(), ctx.run.cache / result["file"])
+        ctx.nets["generator_finetuned"] = G.to(ctx.device)
+    return ctx.nets["generator_finetuned"]
+
+
 def check_component(index: int, available: int) -> None:
     """Refuse ``pc:INDEX`` outside the decomposition's ``available`` components."""
     if not 0 <= int(index) < available:
@@ -130,7 +199,7 @@ def check_component(index: int, available: int) -> None:
 
 
 def step_w_style(ctx: EditContext) -> Dict[str, Any]:
-    """Step 6 — Sec. 3.2 ("any existing latent code editing method on the frontal latent code"), Sec. 4.5: the edited
+    """Step 7 — Sec. 3.2 ("any existing latent code editing method on the frontal latent code"), Sec. 4.5: the edited
     frontal code w_style for the chosen EDIT."""
     import torch
 
@@ -175,63 +244,3 @@ def step_w_style(ctx: EditContext) -> Dict[str, Any]:
         return {"w_style": w_style[0]}
 
     return ctx.step("w_style", inputs, compute, oom_flags=["--device cpu"])
-
-
-def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
-    """The trained hidden mapper for a generator: --hidden-mapper, a finished cached one, or train one now."""
-    from nerfeditor_ns.edit.mapper_cache import find_cached_mapper, mapper_cache_dir, mapper_config
-    from nerfeditor_ns.gan.hidden_mapper import load_hidden_mapper
-    from nerfeditor_ns.gan.hidden_mapper_training import get_or_train_hidden_mapper
-
-    if ctx.networks.hidden_mapper is not None:
-        return ctx.explicit_hidden_mapper(generator)
-    cached = find_cached_mapper(ctx.networks.cache_dir, generator_path)
-    if cached is not None:
-        ctx.console.print(f"hidden mapper: using the cached {cached}")
-        return load_hidden_mapper(cached, generator=generator, device=ctx.device)
-    ctx.console.print(
-        f"hidden mapper: none cached for {generator_path.name}; training one now ({ctx.args.mapper_steps} steps; "
-        "`ns-edit train-mapper` does this ahead of time)."
-    )
-    config = mapper_config(vgg=ctx.networks.vgg, steps=ctx.args.mapper_steps, slim=ctx.networks.vgg is None,
-                           seed=ctx.args.seed)
-    return get_or_train_hidden_mapper(generator_path, config, cache_dir=mapper_cache_dir(ctx.networks.cache_dir),
-                                      generator=generator, device=ctx.device)
-
-
-def step_guides(ctx: EditContext) -> Dict[str, Any]:
-    """Step 7 — Sec. 3.2 (Eq. 1) and Sec. 3.3 (Alg. 1 at inference): I_in = G(w_style + V(k*d)) per in-domain pose;
-    I_out = G_style(H(render), w_style) per out-of-domain pose; stylized crops pasted back through the masks."""
-    import torch
-
-    from nerfeditor_ns.edit.crops import paste_crops
-
-    a = ctx.args
-    render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
-    w_style = ctx.results["w_style"]["w_style"]
-    gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
-    inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path))
-
-    def compute():
-        views = ctx.views()
-        _, gen = ctx.edit_generator()
-        adjustor = load_adjustor(ctx)
-        crops_in = adjustor.generate(gen, w_style.to(ctx.device), poses(views.theta_in, views.phi_in).to(ctx.device),
-                                     batch_size=a.adjustor_batch).cpu()
-        guide_in, _ = paste_crops(render["rgb_in"], crops_in, crops["windows_in"], mask=masks["mask_in"])
-        out = {"crops_in": crops_in, "guide_in": guide_in}
-        if views.cameras_out is not None and "crops_out" in crops:
-            mapper = hidden_mapper_for(ctx, gen_path, gen)
-            from nerfeditor_ns.gan.hidden_mapper import stylize_out_of_domain
-
-            outs = []
-            with torch.no_grad():
-                for start in range(0, crops["crops_out"].shape[0], a.adjustor_batch):
-                    part = crops["crops_out"][start : start + a.adjustor_batch].to(ctx.device)
-                    outs.append(stylize_out_of_domain(gen, mapper, part, w_style[None].to(ctx.device)).cpu())
-            crops_out = torch.cat(outs)
-            guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
-            out.update({"crops_out": crops_out, "guide_out": guide_out})
-        return out
-
-    return ctx.step("guides", inputs, compute, oom_flags=["--adjustor-batch", "--device cpu"])

@@ -26,7 +26,7 @@ def write_guide_sets(ctx: EditContext, directory: Path) -> List[str]:
 
 
 def step_finetune(ctx: EditContext) -> Dict[str, Any]:
-    """Step 8 — Sec. 3.4, Eqs. 2-6: finetune a copy of the NeRF on the guide sets with nerfstudio's Trainer."""
+    """Step 9 — Sec. 3.4, Eqs. 2-6: finetune a copy of the NeRF on the guide sets with nerfstudio's Trainer."""
     from nerfeditor_ns.edit import finetune as ft
 
     a = ctx.args
@@ -51,7 +51,7 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
 
 
 def step_outputs(ctx: EditContext) -> Dict[str, Any]:
-    """Step 9 — Sec. 4 (evaluation): before/after grid PNG (original | guide | edited), turntable video and
+    """Step 10 — Sec. 4 (evaluation): before/after grid PNG (original | guide | edited), turntable video and
     metrics.json (reconstruction at alpha 0, guide agreement, identity, CLIP score)."""
     import torch
 

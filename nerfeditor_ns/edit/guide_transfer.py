@@ -1,0 +1,127 @@
+"""Guide images that keep the render's detail: only the edit's CHANGE is transferred onto the render.
+
+The generator works on square crops at its own resolution (32 px for the shipped face GAN, 1024 for FFHQ); a crop
+window in a view is usually larger or smaller than that. Pasting the generated crop itself back into the view
+(resampled into the window) replaces the render by the generator's approximation of it, blurred by the
+resampling, even where the edit does not act; a null edit then damages the scene. Instead, for every view the
+same generator runs twice at the same pose, with and without the edit, and only the difference is moved into
+the view:
+
+    guide = render + M * paste(upsample(G'(edited code) - G'(unedited code)))
+
+where ``paste`` resamples the [-1, 1] crop difference (halved to [0, 1] units) into the view's crop window
+(:func:`nerfeditor_ns.edit.crops.resample_into_windows`) and ``M`` is the feathered window mask
+(:func:`nerfeditor_ns.edit.crops.paste_mask`) times the soft foreground mask.
+
+- In-domain views: edited = ``G'(w_style + V(k d))``, unedited = ``G'(w_frontal + V(k d))`` at the view's pose
+  (the adjustor's codes, Eq. 1).
+- Out-of-domain views: edited = ``G'_style(H(crop), w_style)``, unedited = ``G'_style(H(crop), w_frontal)`` (the
+  hidden mapper's map of the render crop, Sec. 3.3), so the out-of-domain guides carry the same change as the
+  in-domain ones and otherwise follow the render.
+
+A null edit (``w_style == w_frontal``) changes nothing: the guides equal the renders bit for bit; pixels outside the
+mask or window are always the render's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfeditor_ns.edit.crops import paste_mask, resample_into_windows
+
+
+def transfer_change(
+    renders: Float[Tensor, "N H W 3"],
+    edited: Float[Tensor, "N 3 R R"],
+    unedited: Float[Tensor, "N 3 R R"],
+    windows: Float[Tensor, "N 4"],
+    mask: Optional[Float[Tensor, "N H W 1"]] = None,
+    feather: float = 0.1,
+) -> Tuple[Float[Tensor, "N H W 3"], Float[Tensor, "N H W 1"]]:
+    """``render + M * paste(edited - unedited)`` (module docstring); returns the guides and the blend mask ``M``.
+
+    ``renders`` are [0, 1] frames, ``edited`` / ``unedited`` [-1, 1] crops of the same views. Pixels the change does
+    not reach keep the render's value exactly; changed pixels are clipped to [0, 1].
+    """
+    if edited.shape != unedited.shape or edited.ndim != 4 or edited.shape[1] != 3:
+        raise ValueError(
+            f"edited {tuple(edited.shape)} and unedited {tuple(unedited.shape)} crops must both be [N, 3, R, R]."
+        )
+    n, h, w, _ = renders.shape
+    if edited.shape[0] != n:
+        raise ValueError(f"{edited.shape[0]} crops for {n} renders.")
+    delta = (edited.float() - unedited.float()) / 2  # [-1, 1] crop units -> [0, 1] image units
+    change = resample_into_windows(delta, windows, h, w).to(renders.device)
+    m = paste_mask(windows, h, w, feather).to(renders.device)
+    if mask is not None:
+        m = m * mask.to(m)
+    step = m * change
+    guides = torch.where(step != 0, (renders + step).clamp(0, 1), renders)
+    return guides, m
+
+
+def _batched(fn, n: int, batch_size: int):
+    outs = [fn(start, min(n, start + batch_size)) for start in range(0, n, max(1, batch_size))]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def in_domain_crops(
+    generator: Any,
+    adjustor: Any,
+    w_frontal: Float[Tensor, "num_ws D"],
+    w_style: Float[Tensor, "num_ws D"],
+    poses: Float[Tensor, "N 2"],
+    batch_size: int = 8,
+    noise_mode: str = "const",
+) -> Tuple[Float[Tensor, "N 3 R R"], Float[Tensor, "N 3 R R"]]:
+    """(edited, unedited) crops ``G(w_style + V(k d))``, ``G(w_frontal + V(k d))`` at every pose (CPU, [-1, 1])."""
+    device = next(generator.parameters()).device
+    poses = poses.to(device)
+    edited = adjustor.generate(generator, w_style.to(device), poses, batch_size=batch_size, noise_mode=noise_mode)
+    unedited = adjustor.generate(generator, w_frontal.to(device), poses, batch_size=batch_size, noise_mode=noise_mode)
+    return edited.cpu(), unedited.cpu()
+
+
+def out_of_domain_crops(
+    generator: Any,
+    mapper: Any,
+    crops: Float[Tensor, "N 3 R R"],
+    w_frontal: Float[Tensor, "num_ws D"],
+    w_style: Float[Tensor, "num_ws D"],
+    batch_size: int = 8,
+    res: Optional[int] = None,
+    noise_mode: str = "const",
+) -> Tuple[Float[Tensor, "N 3 R R"], Float[Tensor, "N 3 R R"]]:
+    """(edited, unedited) crops ``G_style(H(crop), w_style)``, ``G_style(H(crop), w_frontal)`` (CPU, [-1, 1],
+    not clipped, so that their difference is the edit's change)."""
+    from nerfeditor_ns.gan.hidden_mapper import stylize_out_of_domain
+
+    device = next(generator.parameters()).device
+
+    def part(start: int, end: int):
+        x = crops[start:end].to(device)
+        with torch.no_grad():
+            e = stylize_out_of_domain(generator, mapper, x, w_style[None].to(device), res, noise_mode, clamp=False)
+            u = stylize_out_of_domain(generator, mapper, x, w_frontal[None].to(device), res, noise_mode, clamp=False)
+        return e.cpu(), u.cpu()
+
+    return _batched(part, crops.shape[0], batch_size)
+
+
+def guides_from_crops(
+    renders: Float[Tensor, "N H W 3"],
+    edited: Float[Tensor, "N 3 R R"],
+    unedited: Float[Tensor, "N 3 R R"],
+    windows: Float[Tensor, "N 4"],
+    mask: Optional[Float[Tensor, "N H W 1"]] = None,
+) -> Dict[str, Tensor]:
+    """The guide set of one view group: ``guide`` (transferred change), the edited / unedited crops and ``blend``."""
+    guides, blend = transfer_change(renders, edited, unedited, windows, mask=mask)
+    return {"guide": guides, "crops_edited": edited, "crops_unedited": unedited, "blend": blend}
+
+
+__all__ = ["transfer_change", "in_domain_crops", "out_of_domain_crops", "guides_from_crops"]

@@ -1,0 +1,101 @@
+"""Step 8 of an edit (paper Fig. 2, right): the guide images. Only the edit's change is moved onto the full-resolution
+renders (``guide_transfer.py``), drawn by the finetuned generator G' in-domain (through the adjustor) and by G'_style
+out-of-domain (through the hidden mapper), so a null edit gives the renders themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from nerfeditor_ns.edit.context import EditContext, net_id
+from nerfeditor_ns.edit.steps_gan import finetuned_generator, load_adjustor, poses
+
+
+def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
+    """The trained hidden mapper for a generator: --hidden-mapper, a finished cached one, or train one now."""
+    from nerfeditor_ns.edit.mapper_cache import find_cached_mapper, mapper_cache_dir, mapper_config
+    from nerfeditor_ns.gan.hidden_mapper import load_hidden_mapper
+    from nerfeditor_ns.gan.hidden_mapper_training import get_or_train_hidden_mapper
+
+    if ctx.networks.hidden_mapper is not None:
+        return ctx.explicit_hidden_mapper(generator)
+    cached = find_cached_mapper(ctx.networks.cache_dir, generator_path)
+    if cached is not None:
+        ctx.console.print(f"hidden mapper: using the cached {cached}")
+        return load_hidden_mapper(cached, generator=generator, device=ctx.device)
+    ctx.console.print(
+        f"hidden mapper: none cached for {generator_path.name}; training one now ({ctx.args.mapper_steps} steps; "
+        "`ns-edit train-mapper` does this ahead of time)."
+    )
+    config = mapper_config(vgg=ctx.networks.vgg, steps=ctx.args.mapper_steps, slim=ctx.networks.vgg is None,
+                           seed=ctx.args.seed)
+    return get_or_train_hidden_mapper(generator_path, config, cache_dir=mapper_cache_dir(ctx.networks.cache_dir),
+                                      generator=generator, device=ctx.device)
+
+
+def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
+    """--style-image: the art generator's crops pasted back (I_in = G_art(w_style + V(k*d)),
+    I_out = G_art_style(H(render), w_style))."""
+    import torch
+
+    from nerfeditor_ns.edit.crops import paste_crops
+    from nerfeditor_ns.gan.hidden_mapper import stylize_out_of_domain
+
+    a = ctx.args
+    render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
+    w_style = ctx.results["w_style"]["w_style"]
+    views = ctx.views()
+    _, gen = ctx.edit_generator()
+    crops_in = load_adjustor(ctx).generate(gen, w_style.to(ctx.device), poses(views.theta_in, views.phi_in).to(ctx.device),
+                                           batch_size=a.adjustor_batch).cpu()
+    guide_in, _ = paste_crops(render["rgb_in"], crops_in, crops["windows_in"], mask=masks["mask_in"])
+    out = {"crops_in": crops_in, "guide_in": guide_in}
+    if views.cameras_out is not None and "crops_out" in crops:
+        mapper = hidden_mapper_for(ctx, gen_path, gen)
+        outs = []
+        with torch.no_grad():
+            for start in range(0, crops["crops_out"].shape[0], a.adjustor_batch):
+                part = crops["crops_out"][start : start + a.adjustor_batch].to(ctx.device)
+                outs.append(stylize_out_of_domain(gen, mapper, part, w_style[None].to(ctx.device)).cpu())
+        crops_out = torch.cat(outs)
+        guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
+        out.update({"crops_out": crops_out, "guide_out": guide_out})
+    return out
+
+
+def step_guides(ctx: EditContext) -> Dict[str, Any]:
+    """Step 8 — Sec. 3.2 (I_in, Eq. 1) and Sec. 3.3 (I_out, Alg. 1 at inference): the edit's change transferred onto
+    the renders, G' = the finetuned generator: in-domain G'(w_style + V(k*d)) - G'(w + V(k*d)) per pose; out-of-domain
+    G'_style(H(crop), w_style) - G'_style(H(crop), w) through the hidden mapper of the given generator."""
+    from nerfeditor_ns.edit.capture_checks import check_guides
+    from nerfeditor_ns.edit.guide_transfer import guides_from_crops, in_domain_crops, out_of_domain_crops
+
+    a = ctx.args
+    render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
+    w_style = ctx.results["w_style"]["w_style"]
+    w_frontal = ctx.results["invert"]["w_frontal"]
+    gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
+    inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change")
+
+    def compute():
+        if ctx.mode == "style_image":
+            out = _style_transfer_guides(ctx, gen_path)
+            check_guides(out)
+            return out
+        views = ctx.views()
+        tuned = finetuned_generator(ctx)
+        pose = poses(views.theta_in, views.phi_in)
+        edited, unedited = in_domain_crops(tuned, load_adjustor(ctx), w_frontal, w_style, pose, a.adjustor_batch)
+        g_in = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"], masks["mask_in"])
+        out = {"crops_in": edited, "crops_in_unedited": unedited, "guide_in": g_in["guide"]}
+        if views.cameras_out is not None and "crops_out" in crops:
+            mapper = hidden_mapper_for(ctx, gen_path, ctx.generator())  # trained for (and checked against) G
+            edited, unedited = out_of_domain_crops(tuned, mapper, crops["crops_out"], w_frontal, w_style,
+                                                   a.adjustor_batch)
+            g_out = guides_from_crops(render["rgb_out"], edited, unedited, crops["windows_out"], masks["mask_out"])
+            out.update({"crops_out": edited, "crops_out_unedited": unedited, "guide_out": g_out["guide"]})
+        check_guides(out)  # NaN / constant guides are refused before anything is finetuned on them
+        return out
+
+    return ctx.step("guides", inputs, compute, oom_flags=["--adjustor-batch", "--device cpu"])

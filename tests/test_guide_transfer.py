@@ -1,0 +1,150 @@
+"""Guides that transfer only the edit's change onto the render (in-domain through the adjustor's codes,
+out-of-domain through the hidden mapper): a null edit gives the renders bit for bit, and a colour edit moves
+in-domain and out-of-domain guides the same way."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nerfeditor_ns.edit.crops import paste_crops
+from nerfeditor_ns.edit.guide_transfer import (
+    guides_from_crops,
+    in_domain_crops,
+    out_of_domain_crops,
+    transfer_change,
+)
+from nerfeditor_ns.gan.adjustor import LatentCodeAdjustor, LatentCodeAdjustorConfig
+from nerfeditor_ns.gan.checkpoints import load_generator
+from nerfeditor_ns.gan.decomposition import latent_covariance
+from nerfeditor_ns.gan.hidden_mapper import HiddenMapperConfig
+
+TINY = Path(__file__).parent / "fixtures" / "stylegan2_rosinality_tiny.pt"
+FACE = Path(__file__).parent / "data" / "face_gan32.pt"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _renders(n: int, h: int = 40, w: int = 48, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, h, w, 3, generator=g)
+
+
+def _windows(n: int) -> torch.Tensor:
+    # one window inside the frame, one leaving it at the top left
+    base = torch.tensor([[10.0, 6.0, 38.0, 34.0], [-6.0, -4.0, 22.0, 24.0]])
+    return base[torch.arange(n) % 2]
+
+
+def test_null_change_gives_the_render_bit_for_bit():
+    renders = _renders(4)
+    crops = torch.rand(4, 3, 8, 8) * 2 - 1
+    mask = (torch.rand(4, 40, 48, 1) > 0.3).float()
+    guides, blend = transfer_change(renders, crops, crops.clone(), _windows(4), mask=mask)
+    assert torch.equal(guides, renders)
+    assert blend.shape == (4, 40, 48, 1) and float(blend.max()) == 1.0
+    # the old paste-back replaces the render by the (resampled) crop even when nothing is edited
+    pasted, _ = paste_crops(renders, crops, _windows(4), mask=mask)
+    assert not torch.equal(pasted, renders)
+
+
+def test_change_lands_in_the_window_and_mask_only():
+    renders = torch.full((2, 40, 48, 3), 0.5)
+    unedited = torch.rand(2, 3, 8, 8) * 2 - 1
+    edited = unedited + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)  # +0.1 red, -0.1 blue in [0,1] units
+    mask = torch.ones(2, 40, 48, 1)
+    mask[:, :, 24:] = 0  # right part is background
+    guides, blend = transfer_change(renders, edited, unedited, _windows(2), mask=mask)
+    centre = guides[0, 20, 20]
+    assert torch.allclose(centre, torch.tensor([0.6, 0.5, 0.4]), atol=1e-5)
+    assert torch.equal(guides[0, :, 30:], renders[0, :, 30:])  # background (mask 0)
+    assert torch.equal(guides[0, 36:], renders[0, 36:])  # below the window
+    assert torch.equal(guides[1, 30:], renders[1, 30:])  # outside the clipped window
+    assert torch.all((guides - renders)[..., 0] >= 0) and torch.all((guides - renders)[..., 2] <= 0)
+    assert torch.allclose(guides - renders, blend * torch.tensor([0.1, 0.0, -0.1]), atol=1e-6)
+    with pytest.raises(ValueError, match="crops"):
+        transfer_change(renders, edited, unedited[:, :, :4], _windows(2))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    G = load_generator(TINY)
+    cov = latent_covariance(G, n_samples=1000, seed=0)
+    adj = LatentCodeAdjustor(LatentCodeAdjustorConfig(num_components=4, hidden_dim=16), covariance=cov)
+    with torch.no_grad():
+        adj.regressor[-1].bias.fill_(0.7)  # non-trivial pose offsets
+    w = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(2)))[0].detach()
+    return G, adj.eval(), w
+
+
+def test_null_edit_in_domain_and_out_of_domain_guides_equal_the_renders(tiny):
+    G, adj, w = tiny
+    poses = torch.tensor([[-0.3, 0.0], [0.0, 0.1], [0.3, -0.1]])
+    renders = _renders(3)
+    edited, unedited = in_domain_crops(G, adj, w, w.clone(), poses, batch_size=2)
+    assert torch.equal(edited, unedited)
+    out = guides_from_crops(renders, edited, unedited, _windows(3), mask=torch.ones(3, 40, 48, 1))
+    assert torch.equal(out["guide"], renders)
+
+    torch.manual_seed(0)
+    mapper = HiddenMapperConfig(backbone_width_mult=0.25, backbone_stages=3, head_channels=16).setup(generator=G)
+    crops = torch.rand(3, 3, 32, 32) * 2 - 1
+    e, u = out_of_domain_crops(G, mapper.eval(), crops, w, w.clone(), batch_size=2)
+    assert e.shape == (3, 3, 32, 32) and torch.equal(e, u)
+    out = guides_from_crops(renders, e, u, _windows(3))
+    assert torch.equal(out["guide"], renders)
+
+
+class _GeoMap(torch.nn.Module):
+    """Stands in for H: the hidden maps of OTHER faces (out-of-domain content the in-domain codes never show)."""
+
+    def __init__(self, generator, ws, res):
+        super().__init__()
+        self.generator, self.ws, self.resolutions = generator, ws, (res,)
+
+    def forward(self, images, resolutions):
+        return {r: self.generator.synthesis_features(self.ws[: images.shape[0]], upto=r) for r in resolutions}
+
+
+def test_colour_edit_moves_out_of_domain_guides_like_in_domain_ones():
+    G = load_generator(FACE)
+    res = G.feature_resolutions[1]  # 8 px hidden map
+    start = G.style_start(res)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(1, G.z_dim, generator=g))[0]
+        others = G.mapping(torch.randn(4, G.z_dim, generator=g))
+    # a colour shift in w_style: move the style rows (those G_style reads) up the gradient of "redder than blue"
+    w_var = w.clone().requires_grad_(True)
+    img = G.synthesis(w_var[None])
+    (img[:, 0].mean() - img[:, 2].mean()).backward()
+    step = torch.zeros_like(w)
+    step[start:] = w_var.grad[start:]
+    w_style = w + 3.0 * step / step.norm() * w[start:].norm(dim=-1).mean() / 4
+
+    cov = latent_covariance(G, n_samples=1000, seed=0)
+    adj = LatentCodeAdjustor(LatentCodeAdjustorConfig(num_components=8, hidden_dim=16), covariance=cov)
+    with torch.no_grad():
+        adj.regressor[-1].bias.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(1))
+    poses = torch.tensor([[-0.4, 0.0], [0.0, 0.0], [0.4, 0.1], [0.2, -0.1]])
+    windows = torch.tensor([[4.0, 2.0, 44.0, 42.0]]).repeat(4, 1)
+    renders = torch.full((4, 44, 48, 3), 0.5)
+    mask = torch.ones(4, 44, 48, 1)
+
+    def redness(guides):
+        d = (guides - renders)[:, 8:36, 10:38]
+        return float(d[..., 0].mean() - d[..., 2].mean())
+
+    e_in, u_in = in_domain_crops(G, adj.eval(), w, w_style, poses)
+    oracle = _GeoMap(G, others, res)
+    e_out, u_out = out_of_domain_crops(G, oracle, torch.zeros(4, 3, 32, 32), w, w_style, res=res)
+    red_in = redness(guides_from_crops(renders, e_in, u_in, windows, mask)["guide"])
+    red_out = redness(guides_from_crops(renders, e_out, u_out, windows, mask)["guide"])
+    assert red_in > 0.01 and red_out > 0.01, (red_in, red_out)
+    assert 0.25 < red_out / red_in < 4.0, (red_in, red_out)
