@@ -22,9 +22,17 @@ from nerfstudio.plugins.types import MethodSpecification
 from nerfeditor_ns.method_names import NERFEDITOR, NERFEDITOR_TINY
 from nerfeditor_ns.nerf.datamanager import GuideSetDataManagerConfig
 from nerfeditor_ns.nerf.model import NerfEditorModelConfig
-from nerfeditor_ns.nerf.ns_compat import FloatExponentialDecaySchedulerConfig
+# Both scheduler names stay importable here: config.yml files of runs trained before they moved to ns_compat refer to
+# them as nerfeditor_ns.method_configs.FloatExponentialDecayScheduler(Config), and must keep loading.
+from nerfeditor_ns.nerf.ns_compat import FloatExponentialDecayScheduler, FloatExponentialDecaySchedulerConfig
 
-__all__ = ["make_nerfeditor_config", "nerfeditor", "nerfeditor_tiny", "FloatExponentialDecaySchedulerConfig"]
+__all__ = [
+    "make_nerfeditor_config",
+    "nerfeditor",
+    "nerfeditor_tiny",
+    "FloatExponentialDecayScheduler",
+    "FloatExponentialDecaySchedulerConfig",
+]
 
 
 TINY_MODEL_ARGS: Dict[str, Any] = dict(

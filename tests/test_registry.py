@@ -112,3 +112,20 @@ def test_float_scheduler_matches_nerfstudio_and_checkpoints_load_weights_only(tm
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
         buffer.seek(0)
         torch.load(buffer, weights_only=True)  # nerfstudio's numpy floats would be refused here
+
+
+def test_configs_written_before_the_scheduler_moved_still_load():
+    """config.yml of older runs names the float scheduler under nerfeditor_ns.method_configs."""
+    import yaml
+
+    from nerfeditor_ns.nerf.ns_compat import FloatExponentialDecayScheduler, FloatExponentialDecaySchedulerConfig
+
+    text = (
+        "scheduler: !!python/object:nerfeditor_ns.method_configs.FloatExponentialDecaySchedulerConfig\n"
+        "  _target: !!python/name:nerfeditor_ns.method_configs.FloatExponentialDecayScheduler ''\n"
+        "  lr_final: 0.0001\n"
+    )
+    loaded = yaml.load(text, Loader=yaml.Loader)["scheduler"]
+    assert isinstance(loaded, FloatExponentialDecaySchedulerConfig)
+    assert loaded._target is FloatExponentialDecayScheduler
+    assert loaded.lr_final == 0.0001
