@@ -8,6 +8,7 @@ from typing import Dict, Tuple
 
 import torch
 
+from nerfeditor_ns.nerf import losses as edit_losses
 from nerfeditor_ns.nerf.beta_codes import GUIDE_BETA_OFFSET, beta_code
 from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE
 from nerfeditor_ns.nerf.model import NerfEditorModel, NerfEditorModelConfig
@@ -159,10 +160,16 @@ def test_alpha1_is_alpha0_at_init_and_a_null_edit_has_zero_error():
     plain.metadata = {"alpha": torch.zeros(n, 1), "beta_index": torch.full((n, 1), AVERAGE_APPEARANCE)}
     reference = model.get_outputs(plain)["rgb"]
     batch["image"] = reference.detach()
+    batch["patch_shape"] = (1, 8)  # the last 64 rays as one 8 x 8 patch for L_depth
     losses = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
     assert float(losses["style_loss"]) == 0.0
     assert float(losses["background_density_loss"]) == 0.0
     assert float(losses["delta_penalty"]) == 0.0
+    # L_depth smooths the change of depth against the original: zero for a null edit, although the original's own
+    # depth is not smooth (the plain Eq. 5 form would pull the edited geometry away from it)
+    assert float(losses["depth_loss"]) < 1e-12
+    plain_depth = outputs["expected_depth"].reshape(1, 8, 8)
+    assert float(edit_losses.depth_smoothness_loss(plain_depth)) > 1e-6
 
 
 def test_null_edit_finetune_keeps_alpha1_original():

@@ -12,7 +12,8 @@ penalty on the residual (our addition):
 - L_br (Eq. 3): on guide rays, densities in the background (1 - M) held to the frozen original model's;
 - L_ori (Eq. 4): on original rays, densities held to the frozen original model's (exactly 0 while the alpha = 0
   branch is frozen, ``freeze_original``; meaningful when it is not);
-- L_depth (Eq. 5): depth smoothness on the patch rays (the last ``P*S*S`` rays, when ``batch["patch_shape"]``);
+- L_depth (Eq. 5): smoothness of the CHANGE of depth against the frozen original, on the patch rays (the last
+  ``P*S*S`` rays, when ``batch["patch_shape"]``): a null edit costs nothing, the original's own edges stay;
 - residual penalty: mean squared gated residual pre-activations on every sample of the alpha > 0 rays, so that the
   edited scene stays the original wherever guides and masks do not ask for a change.
 
@@ -419,13 +420,21 @@ class NerfEditorModel(NerfactoModel):
             loss_dict["original_density_loss"] = c.original_loss_mult * edit_losses.original_density_loss(
                 density[original], ref_density[original]
             )
-        # Eq. 5, weighted by lambda (Eq. 6)
+        # Eq. 5, weighted by lambda (Eq. 6), on the CHANGE of depth against the frozen original at the same samples:
+        # the paper smooths the stylized scene's depth; smoothing the change instead leaves the original geometry's
+        # own edges (silhouette against background) alone, so a null edit costs nothing here.
         if "patch_shape" in batch and c.depth_loss_mult > 0:
             num_patches, side = (int(v) for v in batch["patch_shape"])
             count = num_patches * side * side
             if count > 0:
-                depth = outputs["expected_depth"].reshape(-1)[-count:].reshape(num_patches, side, side)
-                loss_dict["depth_loss"] = c.depth_loss_mult * edit_losses.depth_smoothness_loss(depth)
+                patch_samples = ray_samples[-count:]
+                with torch.no_grad():
+                    ref_weights = patch_samples.get_weights(ref_density[-count:])
+                    ref_depth = self.renderer_expected_depth(weights=ref_weights, ray_samples=patch_samples)
+                change = outputs["expected_depth"].reshape(-1)[-count:] - ref_depth.reshape(-1)
+                loss_dict["depth_loss"] = c.depth_loss_mult * edit_losses.depth_smoothness_loss(
+                    change.reshape(num_patches, side, side)
+                )
         # our addition: the residual stays zero where guides and masks do not ask for a change
         if "delta_penalty" in outputs and c.delta_penalty_mult > 0:
             loss_dict["delta_penalty"] = c.delta_penalty_mult * outputs["delta_penalty"]
