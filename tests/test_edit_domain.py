@@ -86,7 +86,7 @@ def _refused(ws, capsys, argv, out: str, *expected: str, partial_allowed: bool =
 
 
 def _image(path: Path, size: int = 32) -> torch.Tensor:
-    from nerfeditor_ns.edit.pipeline import read_image
+    from nerfeditor_ns.edit.steps_gan import read_image
 
     return read_image(path, size)
 
@@ -204,12 +204,12 @@ def test_guides_nan_or_constant_refused():
 
 
 def test_frontal_camera_out_of_range_refused_before_the_run_is_loaded(runs, capsys, monkeypatch):
-    from nerfeditor_ns.edit import pipeline
+    from nerfeditor_ns.edit import context
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the run was loaded before --frontal-camera was checked")
 
-    monkeypatch.setattr(pipeline, "load_original_run", no_loading)
+    monkeypatch.setattr(context, "load_run", no_loading)
     _refused(runs, capsys, _argv(runs, runs["trained"], "fc_big", "--direction", "pc:0:1", "--frontal-camera", "65"),
              "fc_big", "--frontal-camera 65 is out of range", "65 frames")
     _refused(runs, capsys, _argv(runs, runs["trained"], "fc_neg", "--direction", "pc:0:1", "--frontal-camera", "-1"),
