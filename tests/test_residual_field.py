@@ -283,3 +283,13 @@ def test_alpha0_computes_nerfactos_field():
             a, b = ours(samples), theirs(samples)
         torch.testing.assert_close(a[FieldHeadNames.DENSITY], b[FieldHeadNames.DENSITY], rtol=0, atol=0)
         torch.testing.assert_close(a[FieldHeadNames.RGB], b[FieldHeadNames.RGB], rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoints_of_the_old_field_layout_are_refused_not_loaded_silently():
+    model = _model()
+    state = {k: v for k, v in model.state_dict().items()}
+    state["field.density_mlp.layers.0.weight"] = torch.zeros(4, 4)  # a key of the 0.1 conditional field
+    import pytest
+
+    with pytest.raises(RuntimeError, match="nerfeditor-ns 0.1"):
+        model.load_state_dict(state, strict=False)

@@ -121,9 +121,10 @@ class EditArgs(NetworkArgs):
     finetune_steps: Optional[int] = None
     """NeRF finetuning steps (default: 1/4 of the original run's steps)."""
     finetune_lr_scale: float = 0.1
-    """Learning rates of the finetune, relative to where the original run's schedule left them. nerfacto's schedule is
-    still near its initial rate after a short run; finetuning at that rate makes the scene forget itself (measured on
-    the face capture: original-ray colour loss 6x higher at 1.0 than at 0.1)."""
+    """Learning rates of the finetune, relative to where the original run's schedule left them (nerfacto's schedule is
+    still near its initial rate after a short run). The original scene is frozen during an edit, so this only sets how
+    fast the alpha = 1 residual learns (face capture, 64 px: a null edit keeps 57 dB at 0.1, 68 dB at 1.0; a reference
+    edit changes the subject by 0.139 / 0.145)."""
     render_chunk: int = 4096
     """Rays per forward pass when rendering (lower it if out of memory)."""
     vis: Literal["none", "tensorboard"] = "none"

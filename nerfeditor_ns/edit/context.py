@@ -119,9 +119,18 @@ def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = No
             f"The run's training data {data} does not exist (paths in config.yml are relative to where ns-train ran).",
             "run ns-edit from the directory you trained in.",
         )
-    with contextlib.redirect_stdout(io.StringIO()), nerfstudio_checkpoint_globals():
-        config, pipeline, _, _ = eval_setup(config_path, eval_num_rays_per_chunk=render_chunk, test_mode="test",
-                                            update_config_callback=placed)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), nerfstudio_checkpoint_globals():
+            config, pipeline, _, _ = eval_setup(config_path, eval_num_rays_per_chunk=render_chunk, test_mode="test",
+                                                update_config_callback=placed)
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        raise EditError(
+            f"The checkpoint of {config_path} does not fit this version's model (its weights have another layout; "
+            "runs trained with nerfeditor-ns 0.1, before the alpha-gated residual field, cannot be loaded).",
+            "retrain the scene with `ns-train nerfeditor --data <data>` and edit the new run.",
+        ) from None
     return config, pipeline
 
 

@@ -304,6 +304,13 @@ class NerfEditorModel(NerfactoModel):
         model: its field weights become the frozen copy. A finetuned checkpoint re-creates the frozen copy.
         """
         state = dict(state_dict)
+        if any(k.startswith(("field.density_mlp.", "field.color_mlp.")) for k in state):
+            # nerfstudio loads pipelines with strict=False, which would silently leave this model untrained
+            raise RuntimeError(
+                "This checkpoint's state_dict comes from nerfeditor-ns 0.1, whose conditional field had another layout "
+                "(E_style / E_app inside the heads); it cannot be loaded into the alpha-gated residual field. Retrain "
+                "the scene with `ns-train nerfeditor`."
+            )
         has_original = any(k.startswith("field_original.") for k in state)
         if has_original and self.field_original is None:
             self.field_original = self._frozen_copy_of_field()
