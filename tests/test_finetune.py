@@ -182,7 +182,13 @@ def test_finetune_edits_foreground_and_keeps_original(pretrained):
     # the original scene is not forgotten
     assert sum(psnr_after) / len(psnr_after) > sum(psnr_before) / len(psnr_before) - 1.5
 
-    # L_br / L_ori at work: without them the background density drifts further from the original
+    # L_br / L_ori at work: without them the background density drifts further from the original. Compared with the
+    # residual penalty and L_depth (on the change of depth) off in both runs, since those hold the geometry too.
+    br_mult, ori_mult = 0.01, 0.01
+    model.config.delta_penalty_mult = 0.0
+    model.config.depth_loss_mult = 0.0
+    _, _, _, _, beta_start = _finetune(trainer, pipeline_state, optimizer_state, br_mult, ori_mult)
+    drift_with = _background_density_drift(model, cameras[torch.tensor(views)], masks[views], [beta_start + k for k in views])
     _, _, _, _, beta_start = _finetune(trainer, pipeline_state, optimizer_state, 0.0, 0.0)
     drift_without = _background_density_drift(model, cameras[torch.tensor(views)], masks[views], [beta_start + k for k in views])
     print(f"background drift without {drift_without}")

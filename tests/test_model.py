@@ -252,12 +252,19 @@ def test_depth_loss_uses_last_patch_rays():
     model = make_model(depth_loss_mult=0.5)
     model.train()
     model.begin_finetune()
+    randomise_residual(model)  # an edited geometry: the change of depth is not zero
     rays, batch = guide_batch_rays(n_orig=16, n_guide=32)
     batch["patch_shape"] = (2, 4)
     outputs = model.get_outputs(rays)
     losses = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
-    d = outputs["expected_depth"].reshape(-1)[-32:].reshape(2, 4, 4)
+    # Eq. 5 on the change of depth against the frozen original at the same samples, for the last 32 rays
+    samples = outputs["ray_samples_list"][-1][-32:]
+    with torch.no_grad():
+        ref_density, _ = model.field_original.density_with(samples, alpha=torch.zeros(()))
+        ref_depth = model.renderer_expected_depth(weights=samples.get_weights(ref_density), ray_samples=samples)
+    d = (outputs["expected_depth"].reshape(-1)[-32:] - ref_depth.reshape(-1)).reshape(2, 4, 4)
     expected = ((d[:, :, 1:] - d[:, :, :-1]) ** 2).sum() + ((d[:, 1:] - d[:, :-1]) ** 2).sum()
+    assert float(expected) > 0.0
     torch.testing.assert_close(losses["depth_loss"], 0.5 * expected / (2 * 4 * 3))
 
 

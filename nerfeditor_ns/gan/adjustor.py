@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Type, Union
+from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
 from nerfeditor_ns.gan.decomposition import StyleDecomposition, latent_covariance
+from nerfeditor_ns.gan.losses import LossFn, reconstruction_terms
 
 __all__ = [
     "LatentCodeAdjustorConfig",
@@ -243,7 +244,6 @@ class AdjustorTrainResult:
     """Per-step values of ``total``, ``reconstruction``, ``entropy`` (and each reconstruction term)."""
 
 
-LossFn = Callable[[Tensor, Tensor], Union[Tensor, Dict[str, Tensor]]]
 
 
 def _check_pairs(images: Tensor, poses: Tensor) -> None:
@@ -346,7 +346,7 @@ def train_adjustor(
             target = images[idx]
             if pred.shape[-2:] != target.shape[-2:]:
                 pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-            terms = _reconstruction(loss, pred, target)
+            terms = reconstruction_terms(loss, pred, target)
             entropy = binary_entropy(k)
             total = terms["total"] + entropy_weight * entropy  # Eq. 1
             optimizer.zero_grad(set_to_none=True)
@@ -369,14 +369,3 @@ def train_adjustor(
     adjustor.eval()
     return AdjustorTrainResult(adjustor=adjustor, history=history)
 
-
-def _reconstruction(loss: Optional[LossFn], pred: Tensor, target: Tensor) -> Dict[str, Tensor]:
-    if loss is None:
-        mse = F.mse_loss(pred, target)
-        return {"pixel": mse, "total": mse}
-    out = loss(pred, target)
-    if isinstance(out, dict):
-        if "total" not in out:
-            raise ValueError("a reconstruction loss returning a dict must include the key 'total'.")
-        return out
-    return {"total": out}

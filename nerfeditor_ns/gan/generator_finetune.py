@@ -39,11 +39,12 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from nerfeditor_ns.gan.losses import LossFn, reconstruction_terms
+
 FINETUNE_FORMAT = "nerfeditor-ns/generator-finetune"
 FINETUNE_VERSION = 1
 _MAPPING_PREFIXES = ("mapping_weights.", "mapping_biases.")
 
-LossFn = Callable[[Tensor, Tensor], Union[Tensor, Dict[str, Tensor]]]
 
 
 @dataclass
@@ -120,18 +121,10 @@ def locality_codes(
 
 
 def _terms(loss: Optional[LossFn], pred: Tensor, target: Tensor) -> Dict[str, Tensor]:
+    """:func:`reconstruction_terms` after resizing ``pred`` to the target's size."""
     if pred.shape[-2:] != target.shape[-2:]:
         pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-    if loss is None:
-        mse = F.mse_loss(pred, target)
-        return {"pixel": mse, "total": mse}
-    out = loss(pred, target)
-    if isinstance(out, dict):
-        if "total" not in out:
-            raise ValueError("a reconstruction loss returning a dict must include the key 'total'.")
-        return out
-    return {"total": out}
-
+    return reconstruction_terms(loss, pred, target)
 
 def finetune_generator(
     generator: nn.Module,

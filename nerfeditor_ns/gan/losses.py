@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Type, Union
+from typing import Callable, Dict, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -311,3 +311,20 @@ __all__ = [
     "ReconstructionLossConfig",
     "VGG16_TAPS",
 ]
+
+
+LossFn = Callable[[Tensor, Tensor], Union[Tensor, Dict[str, Tensor]]]
+"""A reconstruction loss: (prediction, target) -> a scalar or a dict of terms with the key "total"."""
+
+
+def reconstruction_terms(loss: Optional[LossFn], pred: Tensor, target: Tensor) -> Dict[str, Tensor]:
+    """The terms of ``loss(pred, target)`` as a dict with "total" (plain MSE as "pixel" when ``loss`` is None)."""
+    if loss is None:
+        mse = F.mse_loss(pred, target)
+        return {"pixel": mse, "total": mse}
+    out = loss(pred, target)
+    if isinstance(out, dict):
+        if "total" not in out:
+            raise ValueError("a reconstruction loss returning a dict must include the key 'total'.")
+        return out
+    return {"total": out}
