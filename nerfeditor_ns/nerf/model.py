@@ -154,11 +154,12 @@ class NerfEditorModelConfig(NerfactoModelConfig):
     original_loss_mult: float = 0.01
     """Weight of L_ori, densities of original rays held to the original model (Eq. 4); scale as L_br. Exactly 0
     while ``freeze_original`` holds the alpha = 0 branch."""
-    background_color_loss_mult: float = 0.1
+    background_color_loss_mult: float = 1.0
     """Weight of a colour term on guide rays OUTSIDE the mask (1 - M): the guide images carry the original render
-    there, so the edited scene (alpha = 1) keeps the original background colour. Not in the paper, whose scenes have
-    the background segmented away (App. E); without it nothing supervises alpha = 1 colour outside the mask.
-    0 = the paper's losses only."""
+    there (exactly: guides add the edit's change only inside M), so the edited scene (alpha = 1) keeps the original
+    background colour. Not in the paper, whose scenes have the background segmented away (App. E). Measured on the
+    built-in demo: at 0.1 the colour residual left orange blotches and a warm tint (outside-ring PSNR min 16 dB); at
+    1.0 the ring keeps 29 dB with the edit still visible. 0 = the paper's losses only."""
     depth_loss_mult: float = 0.1
     """lambda of Eq. 6: weight of the depth smoothness L_depth on patches (Eq. 5)."""
     delta_penalty_mult: float = 0.001
