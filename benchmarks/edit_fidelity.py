@@ -23,9 +23,11 @@ edited run's ``guides/`` folder), in regions fixed independently of the edit's m
 right and bottom edges). Criteria:
 
 - null and near-null edits: whole-image PSNR >= 35 dB at every view;
-- reference edits: subject changed (mean |change| >= 0.03) in >= 90 % of the views; the subject's mean colour moved
-  closer to the reference face's (:data:`ALIGNED_FACE_BOX` of the reference) in >= 90 % of the views; PSNR in the
-  outside ring >= 33 dB at every view.
+- reference edits: subject changed (mean |change| >= 0.03) in >= 90 % of the views; the subject moved towards the
+  reference face's colour in >= 90 % of the views (the view's change of the subject box's mean colour, applied to the
+  original subject's face colour, brings it closer to the reference face's; both face colours over
+  :data:`ALIGNED_FACE_BOX` of an aligned crop: the reference image and the edit's ``frontal.png``, see
+  :func:`nerfeditor_ns.eval.fidelity.towards_reference`); PSNR in the outside ring >= 33 dB at every view.
 
 The in/out-of-domain spread (mean subject change out-of-domain / training views) and, when the edit recorded it
 (``generator_finetune`` in edit.json or metrics.json), the generator's fidelity with and without finetuning are
@@ -265,13 +267,18 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
         with Image.open(result.edit.reference) as im:
             ref = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
         ref_colour = fid.reference_face_colour(ref)
-        towards = [fid.towards_reference(e, o, ref_colour) for _, e, o in groups]
+        # the original subject's face colour, measured like the reference's: on the original's frontal crop
+        with Image.open(run / "frontal.png") as im:
+            face_colour = fid.reference_face_colour(
+                torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0))
+        towards = [fid.towards_reference(e, o, ref_colour, face_colour) for _, e, o in groups]
         closer = [c for t in towards for c in t["closer"]]
         frac_closer = sum(closer) / len(closer)
-        before = sum(sum(t["distance_before"]) for t in towards) / len(closer)
+        before = towards[0]["distance_before"]
         after = sum(sum(t["distance_after"]) for t in towards) / len(closer)
-        figs["towards_reference"] = {"fraction_closer": frac_closer, "mean_distance_before": before,
-                                     "mean_distance_after": after, "reference_colour": ref_colour.tolist()}
+        figs["towards_reference"] = {"fraction_closer": frac_closer, "distance_before": before,
+                                     "mean_distance_after": after, "reference_colour": ref_colour.tolist(),
+                                     "subject_face_colour": face_colour.tolist()}
         frac = figs["fraction_changed"]
         result.checks.append((f"subject changed (>= {fid.CHANGE_THRESHOLD}) in views ({n_views})",
                               f"{100 * frac:.0f} % (mean {float(all_change.mean()):.3f})",

@@ -82,18 +82,24 @@ def test_fraction_changed_counts_views_at_or_above_the_threshold():
 
 
 def test_towards_reference_distances_by_hand():
-    original = torch.zeros(2, S, S, 3)
+    original = torch.zeros(3, S, S, 3)
     original[:, BOX[0], BOX[1]] = torch.tensor([0.6, 0.5, 0.4])
     edited = original.clone()
-    edited[0][BOX] = torch.tensor([0.4, 0.3, 0.2])  # towards the reference
-    edited[1][BOX] = torch.tensor([0.8, 0.7, 0.6])  # away from it
-    ref = torch.tensor([0.3, 0.2, 0.1])
+    edited[0][BOX] = torch.tensor([0.4, 0.3, 0.2])  # darker by 0.2: towards the darker reference
+    edited[1][BOX] = torch.tensor([0.8, 0.7, 0.6])  # lighter: away from it
+    edited[2][BOX] = torch.tensor([0.0, 0.0, 0.0])  # darker by 0.6/0.5/0.4: overshoots past twice the change needed
     assert subject_colour(original)[0].tolist() == pytest.approx([0.6, 0.5, 0.4], abs=1e-6)
-    out = towards_reference(edited, original, ref)
-    assert out["distance_before"] == pytest.approx([math.sqrt(3 * 0.09)] * 2, abs=1e-5)
-    assert out["distance_after"] == pytest.approx([math.sqrt(3 * 0.01), math.sqrt(3 * 0.25)], abs=1e-5)
-    assert out["closer"] == [True, False]
-    assert out["fraction_closer"] == pytest.approx(0.5)
+    face, ref = torch.tensor([0.8, 0.6, 0.5]), torch.tensor([0.55, 0.35, 0.25])  # needs -0.25 per channel
+    out = towards_reference(edited, original, ref, face)
+    assert out["distance_before"] == pytest.approx(math.sqrt(3 * 0.25**2), abs=1e-5)
+    # face + delta: (0.6, 0.4, 0.3) / (1.0, 0.8, 0.7) / (0.2, 0.1, 0.1)
+    assert out["distance_after"] == pytest.approx(
+        [math.sqrt(3 * 0.05**2), math.sqrt(3 * 0.45**2), math.sqrt(0.35**2 + 0.25**2 + 0.15**2)], abs=1e-5)
+    assert out["closer"] == [True, False, False]
+    assert out["fraction_closer"] == pytest.approx(1 / 3)
+    # the box's own mean (0.6, 0.5, 0.4) is never compared with the reference face's: a face colour equal to the
+    # reference means nothing can get closer
+    assert towards_reference(edited, original, ref, ref)["closer"] == [False, False, False]
 
 
 def test_reference_face_colour_reads_the_aligned_face_box():
@@ -122,7 +128,7 @@ def test_report_of_a_null_and_a_real_edit():
     assert null["fraction_changed"] == 0.0 and null["subject_change"]["max"] == 0.0
     edited = original.clone()
     edited[:3, BOX[0], BOX[1]] = (edited[:3, BOX[0], BOX[1]] * 0.5).clamp(0, 1)  # darken the subject in 3 views
-    real = fidelity_report(edited, original, reference_colour=torch.zeros(3))
+    real = fidelity_report(edited, original, reference_colour=torch.zeros(3), subject_face_colour=torch.ones(3) * .5)
     assert real["num_views"] == 4 and real["fraction_changed"] == pytest.approx(0.75)
     assert real["kept_psnr_outside"]["min"] == pytest.approx(100.0, abs=1e-3)
     assert real["towards_reference"]["closer"] == [True, True, True, False]

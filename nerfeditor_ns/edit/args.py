@@ -125,6 +125,10 @@ class EditArgs(NetworkArgs):
     still near its initial rate after a short run). The original scene is frozen during an edit, so this only sets how
     fast the alpha = 1 residual learns (face capture, 64 px: a null edit keeps 57 dB at 0.1, 68 dB at 1.0; a reference
     edit changes the subject by 0.139 / 0.145)."""
+    edit_region: Literal["box", "everywhere"] = "box"
+    """Where the edited scene may differ from the original: "box" gates the NeRF's residual by the 3D subject box (the
+    same box that defines the crops and the foreground masks, fading out over a thin shell), so everything outside it
+    stays the original exactly; "everywhere" lets the residual act anywhere, held only by the losses."""
     render_chunk: int = 4096
     """Rays per forward pass when rendering (lower it if out of memory)."""
     vis: Literal["none", "tensorboard"] = "none"

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Literal, Optional
 if TYPE_CHECKING:  # pragma: no cover
     from nerfstudio.engine.trainer import TrainerConfig
 
+    from nerfeditor_ns.nerf.edit_region import EditRegion
+
 def default_finetune_steps(original: "TrainerConfig") -> int:
     """About 1/4 of the original run's iterations (paper Sec. 3.4), at least 1."""
     return max(1, int(original.max_num_iterations) // 4)
@@ -60,6 +62,7 @@ def build_finetune_config(
     finetune_steps: Optional[int] = None,
     vis: Literal["none", "tensorboard"] = "none",
     device_type: Optional[str] = None,
+    edit_region: Optional["EditRegion"] = None,
 ) -> "TrainerConfig":
     """The new run's trainer config, derived from the original run's (which is not modified).
 
@@ -70,6 +73,7 @@ def build_finetune_config(
         finetune_steps: steps to finetune (default :func:`default_finetune_steps`).
         vis: "tensorboard" to log, "none" for no event writers.
         device_type: "cpu" / "cuda" (default: the original's, or "cpu" when CUDA is not available).
+        edit_region: the 3D region the edit may change (the model's ``edit_box*`` fields; None: no spatial gate).
     """
     import torch
 
@@ -96,6 +100,10 @@ def build_finetune_config(
             device_type = "cpu"
     cfg.machine.device_type = device_type  # type: ignore[assignment]
     cfg.pipeline.model.finetune = True
+    model = cfg.pipeline.model
+    model.edit_box = None if edit_region is None else edit_region.to_values()
+    if edit_region is not None:
+        model.edit_box_falloff, model.edit_box_bottom = float(edit_region.falloff), float(edit_region.bottom)
     cfg.pipeline.datamanager.guide_sets_dir = Path(guide_sets_dir).absolute()
     place_run(cfg, run_dir)
     return cfg

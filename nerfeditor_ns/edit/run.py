@@ -94,6 +94,14 @@ def write_final_config(ctx: EditContext) -> None:
     ft.save_config(ft.finalize_config(cfg, original, ctx.run.final, ctx.run.final / GUIDES_DIRNAME), cfg_path)
 
 
+def edit_region_record(ctx: EditContext) -> Dict[str, Any]:
+    """Where the edit may change the scene: the mode and, for "box", the region the NeRF's residual is gated by."""
+    from nerfeditor_ns.edit.steps_nerf import edit_region
+
+    region = edit_region(ctx)
+    return {"mode": ctx.args.edit_region, "region": None if region is None else dataclasses.asdict(region)}
+
+
 def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
     """edit.json: the edit, the original run, the networks (with SHA-256), settings and timings."""
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(ctx.args).items()}
@@ -111,6 +119,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "generator_finetune": {k: v for k, v in ctx.results["gen_finetune"].items() if k != "codes"},
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
         "mask_source": ctx.results["masks"].get("source"),
+        "edit_region": edit_region_record(ctx),
         "domain_check": ctx.results.get("domain_check"),
         "timings_s": timings,
         "files": {"config": "config.yml", "guides": GUIDES_DIRNAME, "grid": "before_after.png",

@@ -5,10 +5,13 @@ before/after outputs and the edit metrics.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from nerfeditor_ns.edit.context import GUIDES_DIRNAME, EditContext, rescaled
 from nerfeditor_ns.edit.steps_scene import frontal_geometry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nerfeditor_ns.nerf.edit_region import EditRegion
 
 
 def write_guide_sets(ctx: EditContext, directory: Path) -> List[str]:
@@ -37,7 +40,8 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
         original, _ = ctx.original()
         names = write_guide_sets(ctx, guides_dir)
         cfg = ft.build_finetune_config(original, work, guides_dir, a.finetune_steps, vis=a.vis,
-                                       device_type=None if a.device == "auto" else a.device)
+                                       device_type=None if a.device == "auto" else a.device,
+                                       edit_region=edit_region(ctx))
         ft.save_config(cfg, work / "config.yml")
         ctx.console.print(f"finetuning {cfg.max_num_iterations} steps on guide sets {names} -> {work}")
         ckpt = ft.run_finetune(cfg, lr_scale=a.finetune_lr_scale)
@@ -46,8 +50,29 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
                 "original_steps": int(original.max_num_iterations)}
 
     steps = a.finetune_steps if a.finetune_steps is not None else "default"
-    return ctx.step("finetune", dict(steps=steps, vis=a.vis, lr_scale=a.finetune_lr_scale), compute,
+    return ctx.step("finetune", dict(steps=steps, vis=a.vis, lr_scale=a.finetune_lr_scale, region=a.edit_region),
+                    compute,
                     oom_flags=["--render-chunk", "--render-scale"])
+
+
+EDIT_REGION_FALLOFF = 0.1
+"""Shell (fraction of the box's half-size) over which an edit fades out at the edit region's border."""
+
+
+def edit_region(ctx: EditContext) -> Optional["EditRegion"]:
+    """The NeRF's edit region for ``--edit-region box`` (None for "everywhere"): the crops step's subject box, cut
+    below at the chin's level (the crops frame the head from ``FaceLayout.top`` to ``FaceLayout.bottom`` of the
+    window, and the window spans the box's half-size either side of its centre), so a face edit never reaches the
+    clothes; it fades out over :data:`EDIT_REGION_FALLOFF` of the half-size."""
+    if ctx.args.edit_region != "box":
+        return None
+    from nerfeditor_ns.edit.crops import FaceLayout, SubjectBox
+    from nerfeditor_ns.nerf.edit_region import EditRegion
+
+    box = SubjectBox.from_dict(ctx.results["crops"]["box"])
+    chin = 2.0 * FaceLayout().bottom - 1.0  # chin below the centre, in half-sizes
+    return EditRegion(centre=tuple(box.centre.tolist()), half_size=box.half_size,
+                      rotation=tuple(box.rotation.reshape(-1).tolist()), falloff=EDIT_REGION_FALLOFF, bottom=chin)
 
 
 def step_outputs(ctx: EditContext) -> Dict[str, Any]:

@@ -24,10 +24,11 @@ Definitions (per view n):
   identical images give 100 dB); reported per view with its min and mean (mean of the per-view dB values).
 - **subject change**: the mean of ``|edited - original|`` over the box's pixels and the 3 channels.
 - **fraction of views changed**: the share of views whose subject change is ``>= threshold`` (default 0.03).
-- **towards the reference**: ``d_before = ||mean_box(original) - c_ref||_2`` and
-  ``d_after = ||mean_box(edited) - c_ref||_2``, with ``mean_box`` the mean RGB over the box and ``c_ref`` the mean
-  RGB of the reference face (:func:`reference_face_colour`, over :data:`ALIGNED_FACE_BOX` of an aligned face);
-  a view moved towards the reference when ``d_after < d_before``.
+- **towards the reference**: with ``c_ref`` the mean RGB of the reference face and ``c_face`` that of the original
+  subject's face, both over :data:`ALIGNED_FACE_BOX` of an aligned face crop (:func:`reference_face_colour`), and
+  ``delta`` the view's change of the box's mean RGB: ``d_before = ||c_face - c_ref||_2``,
+  ``d_after = ||c_face + delta - c_ref||_2``; a view moved towards the reference when ``d_after < d_before``
+  (:func:`towards_reference` says why the box's own mean is not compared with the reference face's).
 - **domain spread**: the mean subject change over the out-of-domain views divided by that over the in-domain views
   (1 = the change is as strong in both; near 0 = the out-of-domain views kept the old look).
 
@@ -174,25 +175,41 @@ def towards_reference(
     edited: Float[Tensor, "N H W 3"],
     original: Float[Tensor, "N H W 3"],
     reference_colour: Float[Tensor, "3"],
+    subject_face_colour: Float[Tensor, "3"],
     regions: Regions = DEFAULT_REGIONS,
 ) -> Dict[str, object]:
-    """Distances of the subject's mean colour to the reference colour before / after, per view.
+    """Did each view's subject move towards the reference face's colour? Per view.
 
-    Returns ``distance_before`` and ``distance_after`` (lists, one per view), ``closer`` (list of bools,
-    ``after < before``), ``fraction_closer`` and the mean distances.
+    The two colours compared must be measured the same way: ``reference_colour`` and ``subject_face_colour`` are
+    both the mean over :data:`ALIGNED_FACE_BOX` of an aligned face crop (the reference image; the original scene's
+    frontal crop, which ns-edit frames like the generator's faces and writes as ``frontal.png``). The subject box of
+    a whole frame mixes face, hair and some background, so its mean colour is not comparable with a face's; what the
+    box does measure faithfully is the view's CHANGE ``delta_n = mean_box(edited_n) - mean_box(original_n)``. So:
+
+        distance_before   = || c_face - c_ref ||
+        distance_after_n  = || c_face + delta_n - c_ref ||
+        closer_n          = distance_after_n < distance_before
+
+    i.e. the view's subject change, applied to the subject's face colour, brings it closer to the reference face's
+    (a change in the wrong direction, or overshooting past twice the needed change, is not closer).
+
+    Returns ``reference_colour``, ``subject_face_colour``, ``distance_before`` (one number), ``distance_after``
+    and ``closer`` (per view), ``fraction_closer`` and ``mean_distance_after``.
     """
     edited, original = _pair(edited, original)
     ref = torch.as_tensor(reference_colour, dtype=torch.float32).reshape(3)
-    before = (subject_colour(original, regions) - ref).norm(dim=-1)
-    after = (subject_colour(edited, regions) - ref).norm(dim=-1)
+    face = torch.as_tensor(subject_face_colour, dtype=torch.float32).reshape(3)
+    delta = subject_colour(edited, regions) - subject_colour(original, regions)
+    before = (face - ref).norm()
+    after = (face[None] + delta - ref).norm(dim=-1)
     closer = after < before
     return {
         "reference_colour": [float(v) for v in ref],
-        "distance_before": [float(v) for v in before],
+        "subject_face_colour": [float(v) for v in face],
+        "distance_before": float(before),
         "distance_after": [float(v) for v in after],
         "closer": [bool(v) for v in closer],
         "fraction_closer": float(closer.float().mean()),
-        "mean_distance_before": float(before.mean()),
         "mean_distance_after": float(after.mean()),
     }
 
@@ -223,8 +240,10 @@ def fidelity_report(
     regions: Regions = DEFAULT_REGIONS,
     threshold: float = CHANGE_THRESHOLD,
     reference_colour: Optional[Float[Tensor, "3"]] = None,
+    subject_face_colour: Optional[Float[Tensor, "3"]] = None,
 ) -> Dict[str, object]:
-    """Kept PSNR outside the subject, subject change and (with a reference colour) towards-the-reference for one
+    """Kept PSNR outside the subject, subject change and (with both face colours, :func:`towards_reference`)
+    towards-the-reference for one
     set of views, as a JSON-ready dictionary (per-view lists plus min / mean)."""
     kept = kept_psnr_outside(edited, original, regions)
     change = subject_change(edited, original, regions)
@@ -238,8 +257,8 @@ def fidelity_report(
         "fraction_changed": fraction_changed(change, threshold),
         "change_threshold": float(threshold),
     }
-    if reference_colour is not None:
-        out["towards_reference"] = towards_reference(edited, original, reference_colour, regions)
+    if reference_colour is not None and subject_face_colour is not None:
+        out["towards_reference"] = towards_reference(edited, original, reference_colour, subject_face_colour, regions)
     return out
 
 

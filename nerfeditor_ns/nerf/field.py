@@ -11,7 +11,9 @@ Here each head is split into nerfacto's head (the original scene) plus a gated, 
     l(x,v) = F_color^0(R(v), f_geo, E_app^0(i)) + g(alpha) * F_color^D(E_style(alpha), E_app^D(beta), R(v), f_geo, f^D)
     sigma  = trunc_exp(s) (nerfacto's activation),   c = sigmoid(l)
 
-with g(alpha) = alpha (g(0) = 0, g(1) = 1: the viewer's slider blends). ``s`` and ``l`` are pre-activations
+with g(alpha) = alpha (g(0) = 0, g(1) = 1: the viewer's slider blends), times the soft indicator r(x) of the edit
+region when an edit sets one (:mod:`nerfeditor_ns.nerf.edit_region`: outside the subject's box the residual is not
+evaluated, so the edited scene is the original there by construction). ``s`` and ``l`` are pre-activations
 (density logit, colour logits); ``f^D`` is a feature of the residual density head passed to the residual colour head.
 Any function of the paper's form is still representable (for alpha > 0 the residual is free), but this form
 guarantees what the edit needs:
@@ -50,6 +52,7 @@ from nerfstudio.fields.base_field import get_normalized_directions
 from nerfstudio.fields.nerfacto_field import NerfactoField
 
 from nerfeditor_ns.nerf.beta_codes import GUIDE_BETA_OFFSET, beta_code
+from nerfeditor_ns.nerf.edit_region import EditRegion
 
 AVERAGE_APPEARANCE = -1
 """beta index meaning "average appearance of the original training images"."""
@@ -214,8 +217,14 @@ class ConditionalNerfField(NerfactoField):
         self.last_delta_penalty: Optional[Tensor] = None
         """Mean squared gated residual pre-activations of the last forward pass (None: residual not evaluated)."""
         self._delta: Optional[Dict[str, Tensor]] = None
+        self.edit_region: Optional[EditRegion] = None
+        """Where the residual may act (None: everywhere); see :mod:`nerfeditor_ns.nerf.edit_region`."""
 
     # ----------------------------------------------------------------------------------------- conditioning
+    def set_edit_region(self, region: Optional[EditRegion]) -> None:
+        """Gate the residual by a soft 3D region (None: no spatial gate)."""
+        self.edit_region = region
+
     def register_guide_betas(self, beta_index: Int[Tensor, "*bs"]) -> None:
         """Remembers the guide beta indices (>= GUIDE_BETA_OFFSET) among ``beta_index`` for the view appearance."""
         guide = beta_index.reshape(-1)
@@ -293,9 +302,15 @@ class ConditionalNerfField(NerfactoField):
         self.last_delta_penalty = None
         flat_alpha, flat_beta = self.codes_for(ray_samples, alpha, beta_index)
         active = flat_alpha != 0
+        region = None
+        if self.edit_region is not None and bool(active.any()):
+            region = self.edit_region.weight(ray_samples.frustums.get_positions().reshape(-1, 3).detach())
+            active = active & (region > 0)
         if bool(active.any()):  # the residual only where alpha != 0 (nothing at all for original-scene batches)
             idx = torch.nonzero(active, as_tuple=False).reshape(-1)
             g = gate(flat_alpha[idx])[:, None]
+            if region is not None:  # g(alpha, x) = alpha * r(x) inside the edit region (edit_region.py)
+                g = g * region[idx, None].to(g)
             e_style = _encode_unique(flat_alpha[idx], lambda a: self.style_encoder(a[:, None]))
             cond = torch.cat([e_style, self._delta_app(flat_beta[idx])], dim=-1)
             out = self.delta_density_head(torch.cat([features[idx].to(cond), cond], dim=-1))

@@ -49,6 +49,7 @@ from nerfstudio.field_components.spatial_distortions import SceneContraction
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 
 from nerfeditor_ns.nerf import losses as edit_losses
+from nerfeditor_ns.nerf.edit_region import EditRegion
 from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE, ConditionalNerfField
 
 ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
@@ -166,6 +167,15 @@ class NerfEditorModelConfig(NerfactoModelConfig):
     """Weight of the penalty on the residual: mean squared gated pre-activations (density logit and colour logits)
     of the residual heads over every sample of the alpha > 0 rays. Keeps alpha = 1 equal to the original wherever
     guides and masks do not ask for a change. 0 disables."""
+    edit_box: Optional[Tuple[float, ...]] = None
+    """The 3D region an edit may change, written by ns-edit: the subject box as 13 numbers (centre 3, half-size 1,
+    rotation 9 row by row; dataparser coordinates). The alpha-gated residual is multiplied by a soft indicator of this
+    cube (nerf/edit_region.py), so the scene outside it stays the original exactly. None: no spatial gate."""
+    edit_box_falloff: float = 0.25
+    """Width of the shell outside ``edit_box`` over which the edit fades out, as a fraction of its half-size."""
+    edit_box_bottom: float = 1.0
+    """How far ``edit_box`` reaches below its centre along its up axis, in half-sizes (1 = the whole cube; ns-edit
+    sets the chin's level for a face, so the clothes stay the original)."""
     freeze_original: bool = True
     """While finetuning, freeze the alpha = 0 branch of the field (hash grid, base heads, per-image appearance) and
     the proposal networks (which place the samples), so alpha = 0 renders exactly the original scene; alpha = 1 edits
@@ -193,6 +203,9 @@ class NerfEditorModel(NerfactoModel):
         with _offline_lpips():
             super().populate_modules()
         self.field = self._build_field()
+        if self.config.edit_box is not None:
+            self.field.set_edit_region(EditRegion.from_values(
+                self.config.edit_box, self.config.edit_box_falloff, self.config.edit_box_bottom))
         self.field_original = None
         self.register_buffer("finetune_started", torch.tensor(False))
         if self.config.finetune:
