@@ -2,7 +2,8 @@
 
 The training pairs come from the generator itself: the "pose" theta = t moves the frontal code along the top
 principal direction of W, ws = w0 + 2 t sqrt(l_1) v_1. A working adjustor must learn to reproduce these images,
-with k_1 -> 1 and only coordinate 1 of V moving the code; the entropy term drives every k to 0 or 1.
+with k_1 -> 1 and only coordinate 1 of V moving the code; the entropy term L_reg keeps that one coordinate selected
+(without it the adjustor fits as well but leaves the others half selected).
 """
 
 from pathlib import Path
@@ -13,8 +14,8 @@ import torch
 from nerfeditor_ns.gan.adjustor import (
     LatentCodeAdjustor,
     LatentCodeAdjustorConfig,
-    binary_entropy,
     pose_encoding,
+    selection_entropy,
     train_adjustor,
 )
 from nerfeditor_ns.gan.checkpoints import load_generator
@@ -44,8 +45,11 @@ def test_pose_encoding_and_entropy():
     assert enc.shape == (1, 10)
     assert torch.allclose(enc[0, 2:4], torch.sin(poses[0] * 1.0))
     assert torch.allclose(enc[0, 8:10], torch.cos(poses[0] * 2.0))
-    assert binary_entropy(torch.tensor([0.0, 1.0])) < 1e-4
-    assert torch.isclose(binary_entropy(torch.tensor([0.5])), torch.tensor(0.6931), atol=1e-4)
+    # L_reg prefers few selected coordinates: 0 for one, log 2 / log 4 for two of four, 1 for all (at any level)
+    assert selection_entropy(torch.tensor([[0.0, 1.0, 0.0, 0.0]])) < 1e-6
+    assert torch.isclose(selection_entropy(torch.tensor([[0.9, 0.0, 0.9, 0.0]])), torch.tensor(0.5), atol=1e-5)
+    assert torch.isclose(selection_entropy(torch.ones(3, 4)), torch.tensor(1.0), atol=1e-5)
+    assert torch.isclose(selection_entropy(torch.full((3, 4), 0.5)), torch.tensor(1.0), atol=1e-5)
 
 
 def test_untrained_adjustor_is_identity_and_layer_range(setup):
@@ -64,11 +68,22 @@ def test_untrained_adjustor_is_identity_and_layer_range(setup):
     assert torch.equal(ws2[:, 3:], w0[3:].expand(16, -1, -1))
 
 
-def test_training_recovers_views_and_selects_the_pose_coordinate(setup):
+@pytest.fixture(scope="module")
+def trained(setup):
+    """The adjustor trained on the pairs with L_reg at its default weight and without it (weight 0)."""
     G, cov, V, lam, w0, poses, images = setup
-    cfg = LatentCodeAdjustorConfig(num_components=K, differentiable=False, hidden_dim=32)
-    adj = LatentCodeAdjustor(cfg, covariance=cov)
-    res = train_adjustor(G, w0, images, poses, steps=150, adjustor=adj, lr=3e-3, batch_size=8, progress=False)
+    out = {}
+    for name, weight in (("with_reg", 0.01), ("without_reg", 0.0)):
+        cfg = LatentCodeAdjustorConfig(num_components=K, differentiable=False, hidden_dim=32)
+        adj = LatentCodeAdjustor(cfg, covariance=cov)
+        out[name] = train_adjustor(G, w0, images, poses, steps=150, adjustor=adj, lr=3e-3, batch_size=8,
+                                   entropy_weight=weight, progress=False)
+    return out
+
+
+def test_training_recovers_views_and_selects_the_pose_coordinate(setup, trained):
+    G, cov, V, lam, w0, poses, images = setup
+    res = trained["with_reg"]
     rec = res.history["reconstruction"]
     first, last = rec[0], sum(rec[-10:]) / 10
     assert last < first / 10, (first, last)
@@ -78,9 +93,25 @@ def test_training_recovers_views_and_selects_the_pose_coordinate(setup):
     assert k[:, 0].min() > 0.9  # the pose coordinate is selected ...
     contrib = (k * d).detach().abs()
     assert contrib[:, 1:].max() < 0.05 * contrib[:, 0].max()  # ... and only it moves the code
-    assert binary_entropy(k) < 0.1  # k is pushed to {0, 1} by the entropy regulariser
+    assert selection_entropy(k) < 0.1  # L_reg: one coordinate carries k
     # strength follows the pose: k_1 d_1 ~ 2 t (in standard deviations)
     assert torch.allclose((k[:, 0] * d[:, 0]).detach(), 2 * poses[:, 0], atol=0.2)
+
+
+def test_entropy_regulariser_selects_fewer_coordinates_at_the_same_fit(setup, trained):
+    """Eq. 1's L_reg makes k sparse: with it the adjustor selects fewer coordinates than without it (k > 0.1 on
+    average over the poses; and the effective number exp(H) of the normalised k), for a final fit within 10 %."""
+    G, cov, V, lam, w0, poses, images = setup
+    selected, effective, fit = {}, {}, {}
+    for name, res in trained.items():
+        k, _ = res.adjustor.coordinates(poses)
+        k = k.detach()
+        selected[name] = int((k.mean(0) > 0.1).sum())
+        effective[name] = float(torch.exp(selection_entropy(k) * torch.log(torch.tensor(float(K)))))
+        fit[name] = float(((res.adjustor.generate(G, w0, poses) - images) ** 2).mean())
+    assert selected["with_reg"] < selected["without_reg"], selected
+    assert selected["with_reg"] == 1 and effective["with_reg"] < 1.5 < effective["without_reg"], (selected, effective)
+    assert fit["with_reg"] <= 1.1 * fit["without_reg"], fit
 
 
 def test_differentiable_mode_trains_the_basis(setup):

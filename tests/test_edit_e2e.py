@@ -231,3 +231,48 @@ def test_null_edit_guides_are_exactly_the_renders(workspace, monkeypatch):
     assert gen["steps"] == 5 and (cache / gen["file"]).is_file()
     for tag in ("in", "out"):
         assert torch.equal(guides[f"guide_{tag}"], render[f"rgb_{tag}"]), tag
+
+
+
+def test_ablation_flags_and_mask_dir_through_the_finetune(workspace, tmp_path, monkeypatch):
+    """Every ablation flag of the paper (Tab. 5, Fig. 9) in one cheap edit with user masks, run through the NeRF
+    finetune (stopped before the outputs step, the slow part; edit.json's fields are checked in test_edit_modes.py):
+    the basis was fixed, the generator not finetuned, the masks came from --mask-dir, only the in-domain views are
+    guided, and the finetune's config.yml has the loss weights at 0 (the original run's does not and is untouched)."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from nerfeditor_ns.edit.run_dir import safe_torch_load
+    from nerfeditor_ns.nerf.guide_sets import load_guide_sets
+
+    ws = workspace
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    ellipse = ((((xx - 32) / 18.0) ** 2 + ((yy - 30) / 24.0) ** 2) <= 1).astype(np.uint8) * 255
+    for image in (DATA / "images").iterdir():
+        Image.fromarray(ellipse).save(masks / f"{image.stem}.png")
+    argv = _edit_argv(ws, "--direction", "pc:0:+2", "--fixed-basis", "--generator-finetune-steps", "0",
+                      "--original-loss-mult", "0", "--background-loss-mult", "0", "--depth-loss-mult", "0",
+                      "--no-out-of-domain-guides", "--mask-dir", str(masks), out="edit_ablations")
+    monkeypatch.setenv(STOP_AFTER_ENV, "finetune")
+    assert cli.main(argv + ["--finetune-steps", "3"]) == 3
+    work = ws["root"] / "edit_ablations.partial"
+    cache = work / "cache"
+    assert safe_torch_load(cache / "adjustor.pt")["differentiable"] is False
+    assert not any(k.startswith("decomposition.transform") for k in safe_torch_load(cache / "adjustor.pt")["state"])
+    assert safe_torch_load(cache / "gen_finetune.pt")["steps"] == 0
+    mask_result = safe_torch_load(cache / "masks.pt")
+    assert mask_result["source"] == "mask_dir" and mask_result["mask_folder"] == str(masks)
+    assert mask_result["views_from_masks"]["front"]["views"] == 1  # the frontal view sits at a training camera
+    assert "guide_out" not in safe_torch_load(cache / "guides.pt")
+    sets, _ = load_guide_sets(work / "guides")
+    assert [s.name for s in sets] == ["in_domain"]  # w/o hidden mapper: the out-of-domain views are not guided
+    weights = safe_torch_load(cache / "finetune.pt")["loss_weights"]
+    assert weights["original_loss_mult"] == weights["background_loss_mult"] == weights["depth_loss_mult"] == 0.0
+    new_model = yaml.load((work / "config.yml").read_text(), Loader=yaml.Loader).pipeline.model
+    old_model = yaml.load(ws["config"].read_text(), Loader=yaml.Loader).pipeline.model
+    assert (new_model.original_loss_mult, new_model.background_loss_mult, new_model.depth_loss_mult) == (0, 0, 0)
+    assert min(old_model.original_loss_mult, old_model.background_loss_mult, old_model.depth_loss_mult) > 0
+    assert _tree_digest(ws["run"]) == ws["digest"], "the original run was modified"

@@ -15,7 +15,17 @@ import pytest
 import torch
 
 from nerfeditor_ns.edit.crops import SubjectBox, box_from_geometry
-from nerfeditor_ns.edit.masks import load_mask_dir, masks_from_render, match_mask_dir, save_masks, soften
+from nerfeditor_ns.edit.errors import EditError
+from nerfeditor_ns.edit.masks import (
+    load_mask_dir,
+    masks_from_render,
+    match_mask_files,
+    nearest_capture_views,
+    resolve_mask_source,
+    save_masks,
+    soften,
+    transfer_masks,
+)
 from nerfeditor_ns.edit.render import render_views
 from nerfeditor_ns.edit.views import make_view_set
 
@@ -134,7 +144,7 @@ def test_soften_is_a_local_average():
     assert float(s[0, 0, 0]) == 0
 
 
-def test_save_and_load_masks_by_name_and_order(tmp_path):
+def test_save_and_load_masks_by_name(tmp_path):
     masks = torch.zeros(2, 8, 10, 1)
     masks[0, :4] = 1
     masks[1, :, :5] = 0.5
@@ -142,14 +152,104 @@ def test_save_and_load_masks_by_name_and_order(tmp_path):
     assert [p.name for p in paths] == ["frame_1.png", "frame_2.png"]
     back = load_mask_dir(tmp_path / "m", ["images/frame_2.jpg", "frame_1.jpg"])
     assert torch.allclose(back[0], masks[1], atol=1 / 255) and torch.allclose(back[1], masks[0], atol=1 / 255)
-    by_order = match_mask_dir(tmp_path / "m", ["a.jpg", "b.jpg"])
-    assert [p.name for p in by_order] == ["frame_1.png", "frame_2.png"]
     resized = load_mask_dir(tmp_path / "m", ["frame_1", "frame_2"], size=(4, 5))
     assert resized.shape == (2, 4, 5, 1)
-    with pytest.raises(ValueError, match="Name each mask after its image"):
-        match_mask_dir(tmp_path / "m", ["a", "b", "c"])
-    with pytest.raises(FileNotFoundError, match="--mask-dir"):
-        match_mask_dir(tmp_path / "nope", ["a"])
+    # never matched by order: masks named otherwise than the images are refused, naming how many are missing
+    with pytest.raises(EditError, match="2 of the 2 training images have no mask"):
+        match_mask_files(tmp_path / "m", ["a.jpg", "b.jpg"])
+    with pytest.raises(EditError, match="--mask-dir .* is not a directory"):
+        match_mask_files(tmp_path / "nope", ["a"])
+
+
+def _sphere_hits(out) -> torch.Tensor:
+    return ((out["rgb"] - GREY).abs().sum(-1, keepdim=True) > 1e-3).float()
+
+
+def test_capture_masks_are_carried_to_the_views_through_the_depth(setup):
+    """Capture masks (here: exactly where each training camera sees the sphere) reach the new in-domain views through
+    the nearest training camera and the rendered depth: the views get the sphere's silhouette; wall points hidden
+    behind the sphere in that camera keep the fallback instead of taking the sphere's mask."""
+    import copy
+
+    cameras, cams, geo, model = setup
+    capture = copy.deepcopy(cameras)
+    capture.rescale_output_resolution(0.5)
+    capture.distortion_params = torch.zeros_like(capture.distortion_params)
+
+    def positions(c):
+        return c.camera_to_worlds.reshape(-1, 3, 4)[:, :, 3] - geo.centre
+
+    index, angle = nearest_capture_views(positions(cams), positions(capture))
+    assert bool((index >= 0).all()) and float(angle.max()) < 15.0  # the capture covers the in-domain views
+    far, _ = nearest_capture_views(positions(cams), positions(capture), max_angle=1e-3)
+    assert far.tolist()[1] >= 0 and far.tolist()[0] == far.tolist()[2] == -1  # only the frontal view is a capture view
+    views = render_views(model, cams, alpha=0.0, progress=False)
+    truth = _sphere_hits(views)
+    masks, depth = {}, {}
+    for j in set(index.tolist()):
+        out = render_views(model, capture[j : j + 1], alpha=0.0, progress=False)
+        masks[j], depth[j] = _sphere_hits(out)[0], out["depth"][0]
+    fallback = torch.full_like(truth, 0.25)
+    carried, where = transfer_masks(cams, views["depth"], views["accumulation"], capture, index, masks, depth, fallback)
+    assert float(where.float().mean()) > 0.5
+    assert torch.equal(carried[~where], fallback[~where])  # the rest keeps the fallback
+    wrong = ((carried - truth).abs() > 0.5) & where
+    assert int(wrong.sum()) <= 0.01 * truth.numel(), int(wrong.sum())  # a few silhouette pixels (bilinear)
+    # without the visibility test (nothing in front of any point) the wall behind the sphere takes its mask
+    blind = {j: torch.full_like(d, float("inf")) for j, d in depth.items()}
+    carried_blind, _ = transfer_masks(cams, views["depth"], views["accumulation"], capture, index, masks, blind,
+                                      fallback)
+    assert int(((carried_blind - truth).abs() > 0.5).sum()) > 5 * max(1, int(wrong.sum()))
+    # a view with no training camera near it keeps the fallback
+    none = torch.tensor([-1, int(index[1]), -1])
+    kept, where_none = transfer_masks(cams, views["depth"], views["accumulation"], capture, none, masks, depth,
+                                      fallback)
+    assert torch.equal(kept[0], fallback[0]) and not bool(where_none[[0, 2]].any())
+    with pytest.raises(ValueError, match="capture indices"):
+        transfer_masks(cams, views["depth"], views["accumulation"], capture, index[:2], masks, depth, fallback)
+
+
+def _write_masks(folder: Path, names, size=(8, 10)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_masks(torch.ones(len(names), *size, 1), folder, names)
+
+
+def test_mask_folder_precedence_and_mismatches_refused(tmp_path):
+    """--mask-dir > <data>/foreground_masks > NeRF-derived (None); nerfstudio's masks/ (pixels to train on) is never
+    taken for foreground; a folder that does not match the training images is refused, naming the problem."""
+    names = ["frame_1.jpg", "frame_2.jpg", "frame_3.jpg"]
+    sizes = [(8, 10)] * 3
+    data = tmp_path / "capture"
+    _write_masks(data / "masks", names)  # nerfstudio mask_path folder: not a foreground mask
+    assert resolve_mask_source(None, data, names, sizes) is None
+    _write_masks(data / "foreground_masks", names)
+    capture = resolve_mask_source(None, data, names, sizes)
+    assert capture.kind == "capture"
+    assert [p.name for p in capture.files] == ["frame_1.png", "frame_2.png", "frame_3.png"]
+    user = tmp_path / "user"
+    _write_masks(user, names[::-1], size=(16, 20))  # twice the size, same aspect ratio: resized when loaded
+    chosen = resolve_mask_source(user, data, names, sizes)
+    assert chosen.kind == "mask_dir" and chosen.folder == user and chosen.files[0].name == "frame_1.png"
+    assert chosen.identity() != capture.identity()
+
+    (user / "frame_2.png").unlink()
+    with pytest.raises(EditError, match=r"1 of the 3 training images have no mask \(e.g. 'frame_2'"):
+        resolve_mask_source(user, data, names, sizes)
+    _write_masks(user, ["frame_2.jpg"], size=(10, 10))  # another aspect ratio
+    with pytest.raises(EditError, match="frame_2.png is 10x10 but its image is 10x8"):
+        resolve_mask_source(user, data, names, sizes)
+    _write_masks(data / "foreground_masks", ["frame_9.jpg"])
+    (data / "foreground_masks" / "frame_3.png").rename(data / "foreground_masks" / "frame_3.jpg")
+    (data / "foreground_masks" / "frame_1.png").unlink()
+    with pytest.raises(EditError, match="capture's mask folder .* 1 of the 3 .* holds 3 mask images"):
+        resolve_mask_source(None, data, names, sizes)
+    save_masks(torch.ones(1, 8, 10, 1), data / "foreground_masks", ["frame_1.jpg"])
+    (data / "foreground_masks" / "frame_3.png").write_bytes((data / "foreground_masks" / "frame_3.jpg").read_bytes())
+    with pytest.raises(EditError, match="two masks for 'frame_3'"):
+        resolve_mask_source(None, data, names, sizes)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EditError, match="holds no mask images"):
+        resolve_mask_source(tmp_path / "empty", data, names, sizes)
 
 
 def test_render_conditions_the_real_model(setup):

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Dict, List, Literal, Optional
 
 from nerfeditor_ns.edit.errors import EditError
 
 EDIT_MODES = ("prompt", "reference_image", "edited_image", "style_image", "direction")
+
+#: ns-edit flags overriding the finetune's model loss multipliers (NerfEditorModelConfig fields) -> the paper's term
+FINETUNE_LOSS_FLAGS = {"original_loss_mult": "L_ori", "background_loss_mult": "L_br", "depth_loss_mult": "L_depth"}
 
 
 @dataclass
@@ -55,7 +58,8 @@ class EditArgs(NetworkArgs):
 
     # ---- the edit (exactly one) ----
     prompt: Optional[str] = None
-    """EDIT: text prompt, CLIP-guided optimisation of the frontal code (e.g. "tanned skin"). Needs --clip."""
+    """EDIT: text prompt, CLIP-guided optimisation of the frontal code, StyleCLIP-style (the paper does not say how it
+    edits from text) (e.g. "tanned skin"). Needs --clip."""
     reference_image: Optional[Path] = None
     """EDIT: reference image; its inverted code is style-mixed into the frontal code from --mix-layer on."""
     edited_image: Optional[Path] = None
@@ -111,11 +115,18 @@ class EditArgs(NetworkArgs):
     "latent code adjustor w/o finetuning" ablation."""
     num_components: int = 32
     """k: number of style components of the differentiable decomposition (Eqs. 7-9); at most the GAN's w_dim."""
+    fixed_basis: bool = False
+    """Hold the adjustor's basis V fixed at the plain PCA basis of W instead of training the decomposition with the
+    adjustor: the paper's "w/o differentiable" ablation (Tab. 5). Recorded in edit.json."""
     clip_steps: int = 100
     """--prompt: CLIP optimisation steps."""
     mapper_steps: int = 2000
     """Training steps of the hidden mapper when none is cached for the generator (the paper trains 20,000; run
     `ns-edit train-mapper` once ahead of time for that)."""
+    out_of_domain_guides: bool = True
+    """Guide the out-of-domain views through the hidden mapper (Sec. 3.3). --no-out-of-domain-guides is the paper's
+    "w/o hidden mapper" ablation (Fig. 9): only the in-domain views are guided; the out-of-domain views are still
+    rendered and evaluated. Recorded in edit.json."""
 
     # ---- finetune ----
     finetune_steps: Optional[int] = None
@@ -129,6 +140,19 @@ class EditArgs(NetworkArgs):
     """Where the edited scene may differ from the original: "box" gates the NeRF's residual by the 3D subject box (the
     same box that defines the crops and the foreground masks, fading out over a thin shell), so everything outside it
     stays the original exactly; "everywhere" lets the residual act anywhere, held only by the losses."""
+    original_loss_mult: Optional[float] = None
+    """Weight of L_ori (Eq. 4) in this edit's finetune (default: the run's pipeline.model.original_loss_mult);
+    0 = the paper's "w/o L_ori" ablation (Tab. 5). Saved in the new run's config.yml and edit.json only."""
+    background_loss_mult: Optional[float] = None
+    """Weight of L_br (Eq. 3) in this edit's finetune (default: the run's pipeline.model.background_loss_mult);
+    0 = "w/o L_br" (with --original-loss-mult 0: "w/o L_ori & L_br")."""
+    depth_loss_mult: Optional[float] = None
+    """lambda, the weight of L_depth (Eq. 5) in this edit's finetune (default: the run's
+    pipeline.model.depth_loss_mult); 0 = "w/o L_depth"."""
+    freeze_original: Optional[bool] = None
+    """Freeze the alpha = 0 branch of the field during this edit's finetune (default: the run's
+    pipeline.model.freeze_original, on). While it is frozen L_ori is exactly 0, so compare "w/o L_ori" with the
+    paper's setting under --freeze-original False."""
     render_chunk: int = 4096
     """Rays per forward pass when rendering (lower it if out of memory)."""
     vis: Literal["none", "tensorboard"] = "none"
@@ -140,6 +164,12 @@ class EditArgs(NetworkArgs):
     seed: int = 0
     """Random seed."""
 
+    # ---- masks ----
+    mask_dir: Optional[Path] = None
+    """Folder of foreground masks (white = subject), one per training image, named like the capture's images (any
+    image extension). Default: the capture's <data>/foreground_masks/ when it exists, else masks derived from the
+    NeRF. Carried to the edit's views through the nearest training camera; see the README (Foreground masks)."""
+
     # ---- domain check ----
     force: bool = False
     """Edit even when the domain check finds that the generator cannot represent the frontal crop (the crop's
@@ -147,6 +177,25 @@ class EditArgs(NetworkArgs):
     max_inversion_error_ratio: Optional[float] = None
     """Domain check threshold: the largest allowed ratio of the frontal crop's inversion error to the generator's
     error on its own samples (default: the value calibrated on the shipped face generator, see the README)."""
+
+    def finetune_loss_weights(self) -> Dict[str, float]:
+        """The finetune's model loss multipliers this edit overrides (name in NerfEditorModelConfig -> value)."""
+        return {name: float(getattr(self, name)) for name in FINETUNE_LOSS_FLAGS if getattr(self, name) is not None}
+
+    def ablations(self) -> List[str]:
+        """The paper's ablations (Tab. 5, Fig. 9) this edit runs, by their names in the paper (for edit.json)."""
+        out = []
+        if self.fixed_basis:
+            out.append("w/o differentiable decomposition")
+        if self.generator_finetune_steps == 0:
+            out.append("w/o generator finetuning")
+        weights = self.finetune_loss_weights()
+        for name, label in FINETUNE_LOSS_FLAGS.items():
+            if weights.get(name) == 0.0:
+                out.append(f"w/o {label}")
+        if not self.out_of_domain_guides:
+            out.append("w/o hidden mapper")
+        return out
 
     def edit_mode(self) -> str:
         """The single EDIT given (refuses none / several)."""

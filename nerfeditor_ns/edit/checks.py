@@ -5,6 +5,7 @@ numeric flags, network paths and the output directory.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,26 @@ def edit_spec(args: EditArgs, mode: str) -> Dict[str, Any]:
     return spec
 
 
-def default_output_dir(config_path: Path, mode: str, spec: Dict[str, Any]) -> Path:
-    """``<run>-edit-<kind>-<hash>`` beside the original run (deterministic, so re-running resumes)."""
+def default_output_dir(config_path: Path, mode: str, spec: Dict[str, Any],
+                       variant: Optional[Dict[str, Any]] = None) -> Path:
+    """``<run>-edit-<kind>-<hash>`` beside the original run (deterministic, so re-running resumes). ``variant``
+    (the ablations and loss weights of :func:`edit_variant`) is hashed too, so an ablation of an edit gets its own
+    directory."""
     run = Path(config_path).absolute().parent
-    return run.parent / f"{run.name}-edit-{mode.replace('_', '-')}-{step_key(spec)[:8]}"
+    key = step_key(spec) if not variant else step_key(spec, variant)
+    return run.parent / f"{run.name}-edit-{mode.replace('_', '-')}-{key[:8]}"
+
+
+def edit_variant(args: EditArgs) -> Dict[str, Any]:
+    """The paper's ablations and the finetune settings this edit overrides (empty for a plain edit)."""
+    variant: Dict[str, Any] = {}
+    if args.ablations():
+        variant["ablations"] = args.ablations()
+    if args.finetune_loss_weights():
+        variant["loss_weights"] = args.finetune_loss_weights()
+    if args.freeze_original is not None:
+        variant["freeze_original"] = args.freeze_original
+    return variant
 
 
 @dataclass
@@ -136,6 +153,13 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
         raise EditError("--generator-finetune-steps must be >= 0.", "pass 0 to skip generator finetuning.")
     if not args.finetune_lr_scale > 0:
         raise EditError("--finetune-lr-scale must be positive.", "pass e.g. 0.1 (the default) or 1 for the run's rates.")
+    for name, value in args.finetune_loss_weights().items():
+        if not math.isfinite(value) or value < 0:
+            raise EditError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value}).",
+                            "pass 0 to drop the loss term, or leave the flag out for the run's own weight.")
+    if args.mask_dir is not None and not Path(args.mask_dir).is_dir():
+        raise EditError(f"--mask-dir {args.mask_dir} is not a directory.",
+                        "pass the folder holding one foreground mask per training image, named like the images.")
     from nerfeditor_ns.edit.capture_checks import check_frontal_index_early
 
     check_frontal_index_early(args.frontal_camera, args.load_config)
@@ -146,7 +170,8 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
     networks = resolve_networks(flags, args.network_config)
     notes = check_networks_for_mode(networks, mode)
     spec = edit_spec(args, mode)
-    out = args.output_dir if args.output_dir is not None else default_output_dir(args.load_config, mode, spec)
+    out = args.output_dir if args.output_dir is not None else default_output_dir(args.load_config, mode, spec,
+                                                                                   edit_variant(args))
     out = Path(out).absolute()
     original_dir = Path(args.load_config).absolute().parent
     if out == original_dir or original_dir in out.parents:

@@ -55,7 +55,8 @@ def check_after_step(ctx: EditContext, name: str) -> None:
 
     if name == "masks":
         capture_checks.check_subject_rendered(ctx.results["crops"]["crops_front"],
-                                              surface_in_box=ctx.results["masks"].get("source") == "nerf")
+                                              surface_in_box=ctx.results["masks"].get(
+                                                  "nerf_masks", ctx.results["masks"].get("source")) == "nerf")
     elif name == "invert":
         fidelity = ctx.results["invert"].get("fidelity")
         if fidelity is None:  # an inversion cached by an older version: measure it now

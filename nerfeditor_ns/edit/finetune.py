@@ -9,19 +9,25 @@ the original checkpoint has been loaded.
 The new run's config is the original one with: ``model.finetune = True``; ``datamanager.guide_sets_dir`` = the new
 run's guide folder; trainer ``load_dir`` = the original checkpoints; ``max_num_iterations`` = the finetuning steps
 (nerfstudio 1.1.5's Trainer runs ``max_num_iterations`` steps *after* the loaded step, so the checkpoint ends at
-original + finetune steps); output into the new run directory.
+original + finetune steps); output into the new run directory; the model loss weights the edit overrides
+(``ns-edit --original-loss-mult`` / ``--background-loss-mult`` / ``--depth-loss-mult``, the Tab. 5 ablations) and
+``freeze_original`` (``--freeze-original``).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Dict, Literal, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerfstudio.engine.trainer import TrainerConfig
 
     from nerfeditor_ns.nerf.edit_region import EditRegion
+
+FINETUNE_LOSS_WEIGHTS = ("original_loss_mult", "background_loss_mult", "depth_loss_mult")
+"""The model loss multipliers an edit may override (``ns-edit --original-loss-mult`` ...)."""
+
 
 def default_finetune_steps(original: "TrainerConfig") -> int:
     """About 1/4 of the original run's iterations (paper Sec. 3.4), at least 1."""
@@ -63,6 +69,8 @@ def build_finetune_config(
     vis: Literal["none", "tensorboard"] = "none",
     device_type: Optional[str] = None,
     edit_region: Optional["EditRegion"] = None,
+    loss_weights: Optional[Dict[str, float]] = None,
+    freeze_original: Optional[bool] = None,
 ) -> "TrainerConfig":
     """The new run's trainer config, derived from the original run's (which is not modified).
 
@@ -74,6 +82,10 @@ def build_finetune_config(
         vis: "tensorboard" to log, "none" for no event writers.
         device_type: "cpu" / "cuda" (default: the original's, or "cpu" when CUDA is not available).
         edit_region: the 3D region the edit may change (the model's ``edit_box*`` fields; None: no spatial gate).
+        loss_weights: model loss multipliers of this finetune only (``original_loss_mult`` (L_ori, Eq. 4),
+            ``background_loss_mult`` (L_br, Eq. 3), ``depth_loss_mult`` (lambda of L_depth, Eq. 5)); 0 drops the
+            term (the paper's Tab. 5 ablations). Set on the copy, so they land in the new run's config only.
+        freeze_original: override of the model's ``freeze_original`` for this finetune (None: the run's).
     """
     import torch
 
@@ -104,6 +116,14 @@ def build_finetune_config(
     model.edit_box = None if edit_region is None else edit_region.to_values()
     if edit_region is not None:
         model.edit_box_falloff, model.edit_box_bottom = float(edit_region.falloff), float(edit_region.bottom)
+    for name, value in (loss_weights or {}).items():
+        if name not in FINETUNE_LOSS_WEIGHTS or not hasattr(cfg.pipeline.model, name):
+            raise ValueError(f"{name} is not a finetune loss weight ({', '.join(FINETUNE_LOSS_WEIGHTS)}).")
+        if not float(value) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}.")
+        setattr(cfg.pipeline.model, name, float(value))
+    if freeze_original is not None:
+        cfg.pipeline.model.freeze_original = bool(freeze_original)
     cfg.pipeline.datamanager.guide_sets_dir = Path(guide_sets_dir).absolute()
     place_run(cfg, run_dir)
     return cfg

@@ -7,7 +7,7 @@ and ``edit.json``, and rename ``<out>.partial`` to ``<out>``; and ``ns-edit trai
 =====  ==========  ===========================================================================  =================
  1     render      frontal view, V_in, V_out of the original scene (alpha 0)                    steps_scene
  2     crops       one 3D subject box -> aligned square crops at the GAN resolution             steps_scene
- 3     masks       foreground masks (the guides are pasted back through them)                   steps_scene
+ 3     masks       foreground masks: --mask-dir, the capture's, else the NeRF's                 steps_scene
  4     invert      frontal crop -> W+ code (Sec. 3.2)                                           steps_gan
  5     adjustor    latent code adjustor on the in-domain pairs (Eq. 1, Eqs. 7-9)                steps_gan
  6     w_style     the edited frontal code                                                      steps_gan
@@ -35,7 +35,7 @@ from nerfeditor_ns.edit.run_dir import EDIT_RECORD
 from nerfeditor_ns.edit.steps_gan import check_component, step_adjustor, step_gen_finetune, step_invert, step_w_style
 from nerfeditor_ns.edit.steps_guides import step_guides
 from nerfeditor_ns.edit.steps_nerf import step_finetune, step_outputs
-from nerfeditor_ns.edit.steps_scene import step_crops, step_masks, step_render
+from nerfeditor_ns.edit.steps_scene import mask_source, step_crops, step_masks, step_render
 from nerfeditor_ns.io_utils import atomic_write_text
 
 #: the steps in the order they run (their number k is the position here: the printed "[k/N]")
@@ -98,7 +98,7 @@ def edit_region_record(ctx: EditContext) -> Dict[str, Any]:
     """Where the edit may change the scene: the mode and, for "box", the region the NeRF's residual is gated by."""
     from nerfeditor_ns.edit.steps_nerf import edit_region
 
-    region = edit_region(ctx)
+    region = edit_region(ctx) if "crops" in ctx.results else None
     return {"mode": ctx.args.edit_region, "region": None if region is None else dataclasses.asdict(region)}
 
 
@@ -118,8 +118,11 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "finetune": dict(ctx.results["finetune"]),
         "generator_finetune": {k: v for k, v in ctx.results["gen_finetune"].items() if k != "codes"},
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
+        "ablations": ctx.args.ablations(),
+        "adjustor": {k: v for k, v in ctx.results["adjustor"].items() if k != "state"},
         "mask_source": ctx.results["masks"].get("source"),
         "edit_region": edit_region_record(ctx),
+        "masks": {k: ctx.results["masks"].get(k) for k in ("mask_folder", "views_from_masks", "nerf_masks")},
         "domain_check": ctx.results.get("domain_check"),
         "timings_s": timings,
         "files": {"config": "config.yml", "guides": GUIDES_DIRNAME, "grid": "before_after.png",
@@ -142,6 +145,7 @@ def run_edit(args: EditArgs) -> Path:
     ctx = EditContext(args=args, checked=checked, plan=STEP_NAMES, device=choose_device(args.device), console=out)
     preflight(ctx)
     check_capture(ctx)  # frontal camera index, yaw coverage (nothing written yet)
+    mask_source(ctx)  # a mask folder that does not match the training images is refused (nothing written yet)
     resuming = checked.run.prepare()
     out.print(
         f"{'Resuming' if resuming else 'Starting'} edit ({checked.mode}) of {args.load_config} -> {checked.run.final}"

@@ -78,11 +78,13 @@ def step_invert(ctx: EditContext) -> Dict[str, Any]:
 
 
 def adjustor_config(ctx: EditContext):
-    """Latent code adjustor settings: k = --num-components (at most the GAN's w_dim)."""
+    """Latent code adjustor settings: k = --num-components (at most the GAN's w_dim); --fixed-basis holds V fixed
+    (the "w/o differentiable" ablation, Tab. 5)."""
     from nerfeditor_ns.gan.adjustor import LatentCodeAdjustorConfig
 
     G = ctx.generator()
-    return LatentCodeAdjustorConfig(num_components=min(ctx.args.num_components, int(G.w_dim)), seed=ctx.args.seed)
+    return LatentCodeAdjustorConfig(num_components=min(ctx.args.num_components, int(G.w_dim)), seed=ctx.args.seed,
+                                    differentiable=not ctx.args.fixed_basis)
 
 
 def step_adjustor(ctx: EditContext) -> Dict[str, Any]:
@@ -106,10 +108,12 @@ def step_adjustor(ctx: EditContext) -> Dict[str, Any]:
             steps=a.adjustor_steps, loss=loss, config=adjustor_config(ctx), batch_size=a.adjustor_batch, seed=a.seed,
         )
         state = {k: v.detach().cpu() for k, v in result.adjustor.state_dict().items()}
-        return {"state": state, "final_loss": result.history["total"][-1]}
+        return {"state": state, "final_loss": result.history["total"][-1],
+                "differentiable": bool(result.adjustor.decomposition.learnable)}
 
-    return ctx.step("adjustor", dict(steps=a.adjustor_steps, batch=a.adjustor_batch, k=a.num_components, seed=a.seed),
-                    compute, oom_flags=["--adjustor-batch", "--device cpu"])
+    inputs = dict(steps=a.adjustor_steps, batch=a.adjustor_batch, k=a.num_components, seed=a.seed,
+                  fixed_basis=a.fixed_basis)
+    return ctx.step("adjustor", inputs, compute, oom_flags=["--adjustor-batch", "--device cpu"])
 
 
 def load_adjustor(ctx: EditContext):

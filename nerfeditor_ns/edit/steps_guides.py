@@ -34,6 +34,12 @@ def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
                                       generator=generator, device=ctx.device)
 
 
+def guides_out_of_domain(ctx: EditContext) -> bool:
+    """Whether the out-of-domain views get guides (through the hidden mapper): there are such views and the edit is
+    not the "w/o hidden mapper" ablation (--no-out-of-domain-guides, Fig. 9), which leaves them unguided."""
+    return ctx.args.out_of_domain_guides and ctx.views().cameras_out is not None and "crops_out" in ctx.results["crops"]
+
+
 def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
     """--style-image: the art generator's crops pasted back (I_in = G_art(w_style + V(k*d)),
     I_out = G_art_style(H(render), w_style))."""
@@ -51,7 +57,7 @@ def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
                                            batch_size=a.adjustor_batch).cpu()
     guide_in, _ = paste_crops(render["rgb_in"], crops_in, crops["windows_in"], mask=masks["mask_in"])
     out = {"crops_in": crops_in, "guide_in": guide_in}
-    if views.cameras_out is not None and "crops_out" in crops:
+    if guides_out_of_domain(ctx):
         mapper = hidden_mapper_for(ctx, gen_path, gen)
         outs = []
         with torch.no_grad():
@@ -67,7 +73,8 @@ def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
 def step_guides(ctx: EditContext) -> Dict[str, Any]:
     """Step 8 — Sec. 3.2 (I_in, Eq. 1) and Sec. 3.3 (I_out, Alg. 1 at inference): the edit's change transferred onto
     the renders, G' = the finetuned generator: in-domain G'(w_style + V(k*d)) - G'(w + V(k*d)) per pose; out-of-domain
-    G'_style(H(crop), w_style) - G'_style(H(crop), w) through the hidden mapper of the given generator."""
+    G'_style(H(crop), w_style) - G'_style(H(crop), w) through the hidden mapper of the given generator (none with
+    --no-out-of-domain-guides: the finetune then sees the in-domain guides only)."""
     from nerfeditor_ns.edit.capture_checks import check_guides
     from nerfeditor_ns.edit.guide_transfer import guides_from_crops, in_domain_crops, out_of_domain_crops
 
@@ -76,7 +83,8 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     w_style = ctx.results["w_style"]["w_style"]
     w_frontal = ctx.results["invert"]["w_frontal"]
     gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
-    inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change")
+    inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change",
+                  out_of_domain=a.out_of_domain_guides)
 
     def compute():
         if ctx.mode == "style_image":
@@ -89,7 +97,7 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
         edited, unedited = in_domain_crops(tuned, load_adjustor(ctx), w_frontal, w_style, pose, a.adjustor_batch)
         g_in = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"], masks["mask_in"])
         out = {"crops_in": edited, "crops_in_unedited": unedited, "guide_in": g_in["guide"]}
-        if views.cameras_out is not None and "crops_out" in crops:
+        if guides_out_of_domain(ctx):
             mapper = hidden_mapper_for(ctx, gen_path, ctx.generator())  # trained for (and checked against) G
             edited, unedited = out_of_domain_crops(tuned, mapper, crops["crops_out"], w_frontal, w_style,
                                                    a.adjustor_batch)

@@ -41,18 +41,35 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
         names = write_guide_sets(ctx, guides_dir)
         cfg = ft.build_finetune_config(original, work, guides_dir, a.finetune_steps, vis=a.vis,
                                        device_type=None if a.device == "auto" else a.device,
+                                       loss_weights=a.finetune_loss_weights(), freeze_original=a.freeze_original,
                                        edit_region=edit_region(ctx))
+        if cfg.pipeline.model.freeze_original and cfg.pipeline.model.original_loss_mult == 0:
+            ctx.console.print("[yellow]note:[/yellow] L_ori is exactly 0 anyway while the finetune freezes the "
+                              "original (alpha = 0) branch; add --freeze-original False for the paper's setting.")
         ft.save_config(cfg, work / "config.yml")
         ctx.console.print(f"finetuning {cfg.max_num_iterations} steps on guide sets {names} -> {work}")
         ckpt = ft.run_finetune(cfg, lr_scale=a.finetune_lr_scale)
         return {"checkpoint": str(ckpt.relative_to(work)) if work in ckpt.parents else str(ckpt),
                 "steps": int(cfg.max_num_iterations), "guide_sets": names,
-                "original_steps": int(original.max_num_iterations)}
+                "original_steps": int(original.max_num_iterations), "loss_weights": finetune_loss_weights(cfg),
+                "freeze_original": bool(cfg.pipeline.model.freeze_original)}  # L_ori is 0 while it holds
 
     steps = a.finetune_steps if a.finetune_steps is not None else "default"
-    return ctx.step("finetune", dict(steps=steps, vis=a.vis, lr_scale=a.finetune_lr_scale, region=a.edit_region),
-                    compute,
+    inputs = dict(steps=steps, vis=a.vis, lr_scale=a.finetune_lr_scale, region=a.edit_region)
+    if a.finetune_loss_weights():
+        inputs["loss_weights"] = a.finetune_loss_weights()
+    if a.freeze_original is not None:
+        inputs["freeze_original"] = a.freeze_original
+    return ctx.step("finetune", inputs, compute,
                     oom_flags=["--render-chunk", "--render-scale"])
+
+
+def finetune_loss_weights(cfg) -> Dict[str, float]:
+    """The loss multipliers of the finetune's model (Eqs. 2-6 and the background colour term), for edit.json."""
+    model = cfg.pipeline.model
+    names = ("style_loss_mult", "background_loss_mult", "original_loss_mult", "background_color_loss_mult",
+             "depth_loss_mult")
+    return {name: float(getattr(model, name)) for name in names if hasattr(model, name)}
 
 
 EDIT_REGION_FALLOFF = 0.1

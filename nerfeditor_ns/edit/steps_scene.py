@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from nerfeditor_ns.edit.context import EditContext, checkpoint_id, net_id
 from nerfeditor_ns.edit.errors import EditError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nerfeditor_ns.edit.masks import MaskSource
 
 MIN_MASK_FRACTION = 0.01  # below this foreground fraction of the frontal view the NeRF-based masks are not trusted
 
@@ -96,13 +99,79 @@ def step_crops(ctx: EditContext) -> Dict[str, Any]:
                     oom_flags=["--render-scale"])
 
 
+def capture_dir(config) -> Optional[Path]:
+    """The capture's data folder of a run config (the parent of a transforms.json given as data); None if unset."""
+    dm = config.pipeline.datamanager
+    data = getattr(dm, "data", None)
+    if data is None:
+        data = getattr(getattr(dm, "dataparser", None), "data", None)
+    if data is None:
+        data = getattr(config, "data", None)
+    if data is None:
+        return None
+    data = Path(data)
+    return data.parent if data.is_file() else data
+
+
+def mask_source(ctx: EditContext) -> Optional["MaskSource"]:
+    """Where this edit's foreground masks come from: ``--mask-dir``, else ``<data>/foreground_masks``, else None
+    (NeRF-derived); a folder that does not match the training images is refused with an :class:`EditError`
+    (:func:`nerfeditor_ns.edit.masks.resolve_mask_source`)."""
+    from nerfeditor_ns.edit.masks import resolve_mask_source
+
+    config, pipeline = ctx.original()
+    names = [Path(p).name for p in pipeline.datamanager.train_dataparser_outputs.image_filenames]
+    cams = ctx.cameras()
+    sizes = list(zip(cams.height.reshape(-1).tolist(), cams.width.reshape(-1).tolist()))
+    return resolve_mask_source(ctx.args.mask_dir, capture_dir(config), names, sizes)
+
+
+def _carry_mask_folder(ctx: EditContext, source: "MaskSource", nerf_masks: Dict[str, Any]) -> Dict[str, Any]:
+    """The folder's masks carried to every view set through the nearest training camera (masks.transfer_masks);
+    the NeRF-derived ``nerf_masks`` where they cannot be."""
+    import copy
+
+    import torch
+
+    from nerfeditor_ns.edit.context import rescaled
+    from nerfeditor_ns.edit.masks import nearest_capture_views, read_mask, transfer_masks
+    from nerfeditor_ns.edit.render import render_views
+
+    a, render = ctx.args, ctx.results["render"]
+    centre = ctx.views().geometry.centre
+    cams = copy.deepcopy(ctx.cameras() if a.render_scale == 1.0 else rescaled(ctx.cameras(), a.render_scale))
+    if cams.distortion_params is not None:  # the projection is pinhole: render the training views the same way
+        cams.distortion_params = torch.zeros_like(cams.distortion_params)
+    capture_dirs = cams.camera_to_worlds.reshape(-1, 3, 4)[:, :, 3].float().cpu() - centre
+    index = {tag: nearest_capture_views(vc.camera_to_worlds.reshape(-1, 3, 4)[:, :, 3].float().cpu() - centre,
+                                        capture_dirs)[0] for tag, vc in ctx.view_sets()}
+    needed = sorted({int(j) for idx in index.values() for j in idx.tolist() if j >= 0})
+    _, pipeline = ctx.original()
+    masks, depth = {}, {}
+    for j in needed:
+        h, w = int(cams.height.reshape(-1)[j]), int(cams.width.reshape(-1)[j])
+        masks[j] = read_mask(source.files[j], (h, w))
+        depth[j] = render_views(pipeline, cams[j : j + 1], alpha=0.0, chunk=a.render_chunk, progress=False)["depth"][0]
+    out: Dict[str, Any] = {"views_from_masks": {}}
+    for tag, vc in ctx.view_sets():
+        mask, carried = transfer_masks(vc, render[f"depth_{tag}"], render[f"acc_{tag}"], cams, index[tag], masks,
+                                       depth, nerf_masks[f"mask_{tag}"])
+        out[f"mask_{tag}"] = mask
+        out["views_from_masks"][tag] = {"views": int((index[tag] >= 0).sum()), "of": int(len(index[tag])),
+                                        "pixels_carried": float(carried.float().mean())}
+    return out
+
+
 def step_masks(ctx: EditContext) -> Dict[str, Any]:
-    """Step 3 — Sec. 3.4 (foreground of the guide images): masks from the NeRF's depth inside the subject box. They
-    are needed this early because the stylized crops of step 7 are pasted back through them."""
+    """Step 3 — Sec. 3.4 (foreground of the guide images): masks of ``--mask-dir`` or of the capture's
+    ``foreground_masks/`` carried to the views through the NeRF's depth, else (and wherever they cannot be carried)
+    masks from the NeRF's depth inside the subject box. They are needed this early because the stylized crops of
+    step 7 are pasted back through them."""
     from nerfeditor_ns.edit.crops import SubjectBox, paste_mask
     from nerfeditor_ns.edit.masks import masks_from_render
 
     render, crops = ctx.results["render"], ctx.results["crops"]
+    source = mask_source(ctx)
 
     def compute():
         box = SubjectBox.from_dict(crops["box"])
@@ -122,6 +191,14 @@ def step_masks(ctx: EditContext) -> Dict[str, Any]:
                 h, w = render[f"rgb_{tag}"].shape[1:3]
                 out[f"mask_{tag}"] = paste_mask(crops[f"windows_{tag}"], h, w)
             out["source"] = "crop_window"
+        out["nerf_masks"] = out["source"]  # what the NeRF-derived masks are (the refusal after this step reads it)
+        if source is not None:
+            out.update(_carry_mask_folder(ctx, source, out))
+            out["source"], out["mask_folder"] = source.kind, str(source.folder)
+            ctx.console.print(f"masks: {source.kind} ({source.folder}) carried to " + ", ".join(
+                f"{v['views']}/{v['of']} {tag} views" for tag, v in out["views_from_masks"].items())
+                + f"; NeRF-derived ({out['nerf_masks']}) elsewhere")
         return out
 
-    return ctx.step("masks", {}, compute, oom_flags=["--render-scale"])
+    inputs = {"folder": source.identity()} if source is not None else {}
+    return ctx.step("masks", inputs, compute, oom_flags=["--render-scale"])

@@ -6,8 +6,9 @@ lightweight regressor **R** their strengths::
 
     k = sigmoid(C(theta, phi)),   d = R(theta, phi),   w' = w + V (k * d),   I = G(w').
 
-Trained on (image, pose) pairs rendered by the NeRF with ``L_2 + L_vgg + L_id + L_reg`` (Eq. 1), ``L_reg`` an
-entropy term that keeps ``k`` sparse. :func:`train_adjustor` is the training loop; :meth:`LatentCodeAdjustor.generate`
+Trained on (image, pose) pairs rendered by the NeRF with ``L_2 + L_vgg + L_id + L_reg`` (Eq. 1), ``L_reg`` the
+entropy of ``k`` as a distribution over the coordinates, which keeps few of them selected
+(:func:`selection_entropy`). :func:`train_adjustor` is the training loop; :meth:`LatentCodeAdjustor.generate`
 renders ``G(w')`` for any poses (the in-domain guide set of Sec. 3.2 uses it with the edited code ``w_style``).
 """
 
@@ -31,7 +32,7 @@ __all__ = [
     "LatentCodeAdjustor",
     "AdjustorTrainResult",
     "pose_encoding",
-    "binary_entropy",
+    "selection_entropy",
     "train_adjustor",
 ]
 
@@ -48,10 +49,20 @@ def pose_encoding(poses: Float[Tensor, "N 2"], num_frequencies: int) -> Float[Te
     return torch.cat(feats, dim=-1)
 
 
-def binary_entropy(k: Float[Tensor, "*batch k"], eps: float = 1e-6) -> Float[Tensor, ""]:
-    """Mean binary entropy ``-k log k - (1 - k) log(1 - k)`` (Eq. 1's ``L_reg``): zero when every k is 0 or 1."""
-    k = k.clamp(eps, 1.0 - eps)
-    return (-(k * torch.log(k) + (1.0 - k) * torch.log1p(-k))).mean()
+def selection_entropy(k: Float[Tensor, "*batch k"], eps: float = 1e-8) -> Float[Tensor, ""]:
+    """Eq. 1's ``L_reg``, "an entropy regularization term to encourage k to be sparse, as only few coordinates are
+    view-related": the entropy of ``k`` normalised to a distribution over the coordinates,
+
+        p = k / sum_i k_i,   H(p) = -sum_i p_i log p_i / log(num coordinates)   (in [0, 1]),
+
+    averaged over the poses. It is 0 when one coordinate carries all of ``k`` and 1 when every coordinate is equally
+    active, so it prefers few selected coordinates. (A per-coordinate binary entropy would be 0 with every k at 1.)
+    """
+    n = k.shape[-1]
+    if n < 2:
+        return k.sum() * 0.0
+    p = k / k.sum(dim=-1, keepdim=True).clamp_min(eps)
+    return (-(p * torch.log(p.clamp_min(eps))).sum(dim=-1) / math.log(n)).mean()
 
 
 def _mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
@@ -101,7 +112,7 @@ class LatentCodeAdjustor(nn.Module):
     of R's output that keeps it O(1) for every component, not a change of the model.
 
     R's last layer starts at zero, so an untrained adjustor returns ``w`` unchanged and ``k = sigmoid(C)``
-    starts near 0.5 (maximum entropy) for every coordinate.
+    starts near 0.5 for every coordinate (near the maximum of L_reg).
 
     Args:
         config: the settings.
@@ -286,7 +297,7 @@ def train_adjustor(
     ``L_total = reconstruction(G(w'), I) + entropy_weight * H(k)``, where ``reconstruction`` is
     ``L_2 + L_vgg + L_id``: pass a :class:`nerfeditor_ns.gan.losses.ReconstructionLoss` (returns a dict with
     ``"total"``; its VGG / ArcFace terms are active when their weight files were given) or any callable
-    ``(pred, target) -> loss``; the default is the L2 term alone. ``H(k)`` is :func:`binary_entropy`.
+    ``(pred, target) -> loss``; the default is the L2 term alone. ``H(k)`` is :func:`selection_entropy` (L_reg).
 
     The generator stays frozen; C, R (learning rate ``lr``) and, when ``config.differentiable``, the
     decomposition's transform (``basis_lr``) are trained. Generated images are resized to the targets' size
@@ -299,7 +310,7 @@ def train_adjustor(
         poses: ``[N, 2]`` = (theta, phi) of each image, radians, relative to the frontal view.
         steps: optimisation steps.
         loss: reconstruction loss (see above).
-        entropy_weight: weight of the entropy regulariser on k.
+        entropy_weight: weight of L_reg (the entropy regulariser on k); 0 = none.
         adjustor: continue training this adjustor; otherwise one is built from ``config`` and the generator.
         config: settings for a new adjustor (default :class:`LatentCodeAdjustorConfig`).
         lr: Adam learning rate of C and R.
@@ -347,7 +358,7 @@ def train_adjustor(
             if pred.shape[-2:] != target.shape[-2:]:
                 pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
             terms = reconstruction_terms(loss, pred, target)
-            entropy = binary_entropy(k)
+            entropy = selection_entropy(k)  # L_reg of Eq. 1
             total = terms["total"] + entropy_weight * entropy  # Eq. 1
             optimizer.zero_grad(set_to_none=True)
             total.backward()

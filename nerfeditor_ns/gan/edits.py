@@ -8,8 +8,10 @@ holds the ones ``ns-edit`` offers:
 - :func:`load_direction` / :func:`apply_direction`: a saved latent direction with a strength.
 - :func:`parse_direction_spec` / :func:`apply_direction_spec`: the ``--direction "pc:7:+3"`` / ``"smile.pt:2.0"``
   command-line form of the two above.
-- :func:`load_clip` / :func:`clip_optimize`: text-prompt edits by CLIP-guided latent optimisation (StyleCLIP's
-  optimisation method, the 2D editing method [21] of the paper).
+- :func:`load_clip` / :func:`clip_optimize`: text-prompt edits by CLIP-guided latent optimisation, as in the
+  latent-optimisation method of StyleCLIP (Patashnik et al., ICCV 2021). The paper edits from text prompts but does
+  not say how; it cites GANSpace [7] and InterFaceGAN [21] only as examples of latent code editing methods (neither
+  edits from text), so this choice is ours.
 
 Codes are W+ tensors ``[num_ws, w_dim]`` (or batched ``[B, num_ws, w_dim]``).
 """
@@ -351,7 +353,8 @@ def clip_optimize(
     noise_mode: str = "const",
     progress: bool = True,
 ) -> ClipOptimizeResult:
-    """Text-driven edit by CLIP-guided latent optimisation (StyleCLIP's optimisation method)::
+    """Text-driven edit by CLIP-guided latent optimisation, StyleCLIP-style (the paper does not specify its
+    text-editing method; see the module docstring)::
 
         w* = argmin_w  [1 - cos(E_img(G(w)), E_txt(prompt))] + l2_weight * ||w - w_start||^2
                        (+ id_weight * id_loss(G(w), G(w_start)))
