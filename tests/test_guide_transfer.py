@@ -9,6 +9,9 @@ import torch
 
 from nerfeditor_ns.edit.crops import paste_crops
 from nerfeditor_ns.edit.guide_transfer import (
+    colour_change_guides,
+    colour_features,
+    fit_colour_change,
     guides_from_crops,
     in_domain_crops,
     out_of_domain_crops,
@@ -148,3 +151,51 @@ def test_colour_edit_moves_out_of_domain_guides_like_in_domain_ones():
     red_out = redness(guides_from_crops(renders, e_out, u_out, windows, mask)["guide"])
     assert red_in > 0.01 and red_out > 0.01, (red_in, red_out)
     assert 0.25 < red_out / red_in < 4.0, (red_in, red_out)
+
+
+# --------------------------------------------------------------------------- out-of-domain change as a colour map
+def _crop_pairs(change, n: int = 3, res: int = 8, seed: int = 0):
+    """Unedited crops of random skin- and hair-like colours and their edit by the colour function ``change``."""
+    g = torch.Generator().manual_seed(seed)
+    skin = torch.tensor([0.78, 0.56, 0.44])[:, None, None] + 0.05 * torch.randn(n, 3, res, res, generator=g)
+    hair = torch.tensor([0.30, 0.20, 0.12])[:, None, None] + 0.05 * torch.randn(n, 3, res, res, generator=g)
+    is_hair = (torch.rand(n, 1, res, res, generator=g) < 0.4).float()
+    unedited01 = (is_hair * hair + (1 - is_hair) * skin).clamp(0, 1)
+    edited01 = (unedited01 + change(unedited01.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)).clamp(0, 1)
+    return unedited01 * 2 - 1, edited01 * 2 - 1
+
+
+def test_colour_map_of_a_null_edit_is_exactly_zero_and_keeps_the_renders():
+    unedited, _ = _crop_pairs(lambda c: 0 * c)
+    colour_map = fit_colour_change(unedited, unedited.clone(), torch.ones(3, 1, 8, 8))
+    assert torch.count_nonzero(colour_map) == 0
+    renders = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(1))
+    windows = torch.tensor([[2.0, 2.0, 14.0, 14.0]] * 2)
+    guides, _ = colour_change_guides(renders, colour_map, windows, torch.ones(2, 16, 16, 1))
+    assert torch.equal(guides, renders)
+
+
+def test_colour_map_carries_the_sign_and_size_of_the_change_to_other_pixels():
+    # darker skin, hair a little darker: the change depends on the colour
+    def darker(c):
+        return -0.25 * c + 0.02
+
+    unedited, edited = _crop_pairs(darker)
+    weights = torch.ones(3, 1, 8, 8)
+    weights[:, :, :, :2] = 0  # background columns are not fitted
+    colour_map = fit_colour_change(unedited, edited, weights)
+    # applied to NEW pixels of the same kinds (other views' renders), the change matches the edit's
+    skin, hair = torch.tensor([[0.75, 0.55, 0.45]]), torch.tensor([[0.28, 0.2, 0.15]])
+    for colour in (skin, hair):
+        predicted = colour_features(colour) @ colour_map
+        assert torch.allclose(predicted, darker(colour), atol=0.02)
+    # the opposite edit (paler) gives the opposite sign
+    paler_map = fit_colour_change(*_crop_pairs(lambda c: 0.15 * (1 - c)), weights)
+    assert bool(((colour_features(skin) @ paler_map) > 0).all())
+    # in the guides the change lands only inside window x mask, at full resolution
+    renders = skin.reshape(1, 1, 1, 3).expand(1, 16, 16, 3).clone()
+    mask = torch.zeros(1, 16, 16, 1)
+    mask[:, 4:12, 4:12] = 1
+    guides, blend = colour_change_guides(renders, colour_map, torch.tensor([[0.0, 0.0, 16.0, 16.0]]), mask)
+    assert torch.equal(guides[0, :4], renders[0, :4])  # outside the mask: the render itself
+    assert torch.allclose(guides[0, 8, 8], (skin + darker(skin))[0], atol=0.02)

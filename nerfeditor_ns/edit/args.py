@@ -124,9 +124,15 @@ class EditArgs(NetworkArgs):
     """Training steps of the hidden mapper when none is cached for the generator (the paper trains 20,000; run
     `ns-edit train-mapper` once ahead of time for that)."""
     out_of_domain_guides: bool = True
-    """Guide the out-of-domain views through the hidden mapper (Sec. 3.3). --no-out-of-domain-guides is the paper's
+    """Guide the out-of-domain views (Sec. 3.3; how: --out-of-domain-change). --no-out-of-domain-guides is the paper's
     "w/o hidden mapper" ablation (Fig. 9): only the in-domain views are guided; the out-of-domain views are still
     rendered and evaluated. Recorded in edit.json."""
+    out_of_domain_change: Literal["colour-map", "hidden-mapper"] = "colour-map"
+    """How the out-of-domain guides get the edit's change: "colour-map" fits the in-domain change as a function of
+    colour (quadratic RGB map over the foreground of the in-domain crop pairs) and applies it to the out-of-domain
+    renders at full resolution (profiles get the same skin / hair colour change); "hidden-mapper" is the paper's
+    Sec. 3.3 path (G_style(H(crop), w_style) - G_style(H(crop), w)), which can carry shape changes but needs a
+    generator and hidden mapper good enough for the capture."""
 
     # ---- finetune ----
     finetune_steps: Optional[int] = None

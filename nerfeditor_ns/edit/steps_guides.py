@@ -73,10 +73,18 @@ def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
 def step_guides(ctx: EditContext) -> Dict[str, Any]:
     """Step 8 — Sec. 3.2 (I_in, Eq. 1) and Sec. 3.3 (I_out, Alg. 1 at inference): the edit's change transferred onto
     the renders, G' = the finetuned generator: in-domain G'(w_style + V(k*d)) - G'(w + V(k*d)) per pose; out-of-domain
-    G'_style(H(crop), w_style) - G'_style(H(crop), w) through the hidden mapper of the given generator (none with
-    --no-out-of-domain-guides: the finetune then sees the in-domain guides only)."""
+    the in-domain change as a colour map (default) or G'_style(H(crop), w_style) - G'_style(H(crop), w) through the
+    hidden mapper of the given generator (``--out-of-domain-change hidden-mapper``); none with
+    --no-out-of-domain-guides (the finetune then sees the in-domain guides only)."""
     from nerfeditor_ns.edit.capture_checks import check_guides
-    from nerfeditor_ns.edit.guide_transfer import guides_from_crops, in_domain_crops, out_of_domain_crops
+    from nerfeditor_ns.edit.crops import extract_crops
+    from nerfeditor_ns.edit.guide_transfer import (
+        colour_change_guides,
+        fit_colour_change,
+        guides_from_crops,
+        in_domain_crops,
+        out_of_domain_crops,
+    )
 
     a = ctx.args
     render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
@@ -84,7 +92,7 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     w_frontal = ctx.results["invert"]["w_frontal"]
     gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
     inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change",
-                  out_of_domain=a.out_of_domain_guides)
+                  out_of_domain=a.out_of_domain_guides, out_change=a.out_of_domain_change)
 
     def compute():
         if ctx.mode == "style_image":
@@ -97,7 +105,13 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
         edited, unedited = in_domain_crops(tuned, load_adjustor(ctx), w_frontal, w_style, pose, a.adjustor_batch)
         g_in = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"], masks["mask_in"])
         out = {"crops_in": edited, "crops_in_unedited": unedited, "guide_in": g_in["guide"]}
-        if guides_out_of_domain(ctx):
+        if guides_out_of_domain(ctx) and a.out_of_domain_change == "colour-map":
+            # the in-domain change as a function of colour, fitted on the crops' foreground (guide_transfer.py)
+            fg = extract_crops(masks["mask_in"].expand(-1, -1, -1, 3), crops["windows_in"], edited.shape[-1])
+            colour_map = fit_colour_change(unedited, edited, (fg[:, :1] + 1) / 2)
+            guide_out, _ = colour_change_guides(render["rgb_out"], colour_map, crops["windows_out"], masks["mask_out"])
+            out.update({"colour_map": colour_map, "guide_out": guide_out})
+        elif guides_out_of_domain(ctx):
             mapper = hidden_mapper_for(ctx, gen_path, ctx.generator())  # trained for (and checked against) G
             edited, unedited = out_of_domain_crops(tuned, mapper, crops["crops_out"], w_frontal, w_style,
                                                    a.adjustor_batch)
