@@ -163,6 +163,15 @@ def test_metrics_json_block_spread_over_domains():
     assert block["regions"] == {"subject_box_xyxy": [0.30, 0.25, 0.70, 0.70], "ring": 0.10, "ring_top": False}
     no_out = edit_fidelity_metrics(edited, original)
     assert no_out["out_of_domain_views"] is None and no_out["spread"]["ratio_out_to_in"] is None
+    assert "towards_reference" not in block["training_views"]
+    # a reference edit: the subject got lighter by 0.2 (training) / 0.05 (out of domain); a paler reference face
+    # (+0.1 from the subject's face colour) is approached in both groups, a darker one in neither
+    face = torch.tensor([0.6, 0.5, 0.4])
+    paler = edit_fidelity_metrics(edited, original, out_edited, out_original, face_colours=(face + 0.1, face))
+    assert paler["training_views"]["towards_reference"]["fraction_closer"] == 1.0
+    assert paler["out_of_domain_views"]["towards_reference"]["fraction_closer"] == 1.0
+    darker = edit_fidelity_metrics(edited, original, out_edited, out_original, face_colours=(face - 0.1, face))
+    assert darker["training_views"]["towards_reference"]["fraction_closer"] == 0.0
 
 
 def test_metrics_scale_caps_the_longest_side():

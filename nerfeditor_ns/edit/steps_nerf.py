@@ -5,7 +5,7 @@ before/after outputs and the edit metrics.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from nerfeditor_ns.edit.context import GUIDES_DIRNAME, EditContext, rescaled
 from nerfeditor_ns.edit.steps_scene import frontal_geometry
@@ -92,6 +92,19 @@ def edit_region(ctx: EditContext) -> Optional["EditRegion"]:
                       rotation=tuple(box.rotation.reshape(-1).tolist()), falloff=EDIT_REGION_FALLOFF, bottom=chin)
 
 
+def reference_face_colours(ctx: EditContext) -> Optional[Tuple[Any, Any]]:
+    """(reference face colour, original subject's face colour) for a --reference-image edit, both over the aligned
+    face box of an aligned crop (the reference; the original's frontal crop): the "towards the reference" figure."""
+    if ctx.mode != "reference_image" or ctx.args.reference_image is None:
+        return None
+    from nerfeditor_ns.edit.steps_gan import read_image
+    from nerfeditor_ns.eval.fidelity import reference_face_colour
+
+    reference = (read_image(ctx.args.reference_image, 256)[0].permute(1, 2, 0) + 1) / 2
+    frontal = (ctx.results["crops"]["crops_front"][0].permute(1, 2, 0) + 1) / 2
+    return reference_face_colour(reference), reference_face_colour(frontal)
+
+
 def step_outputs(ctx: EditContext) -> Dict[str, Any]:
     """Step 10 — Sec. 4 (evaluation): before/after grid PNG (original | guide | edited), turntable video and
     metrics.json (reconstruction at alpha 0, guide agreement, identity, CLIP score)."""
@@ -173,7 +186,8 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
         )
         has_out = views.cameras_out is not None
         metrics["fidelity"] = edit_fidelity_metrics(fid_edited, fid_original, after_all[n_in:] if has_out else None,
-                                                    before_all[n_in:] if has_out else None)
+                                                    before_all[n_in:] if has_out else None,
+                                                    face_colours=reference_face_colours(ctx))
         metrics["domain_check"] = ctx.results.get("domain_check")  # how far the guides can be trusted
         write_json_atomic(metrics, work / "metrics.json")
         out["video"] = video.name

@@ -274,6 +274,7 @@ def edit_fidelity_metrics(
     out_original: Optional[Float[Tensor, "M h w 3"]] = None,
     regions: Regions = DEFAULT_REGIONS,
     threshold: float = CHANGE_THRESHOLD,
+    face_colours: Optional[Tuple[Float[Tensor, "3"], Float[Tensor, "3"]]] = None,
 ) -> Dict[str, object]:
     """The ``fidelity`` block of ``metrics.json``.
 
@@ -281,16 +282,19 @@ def edit_fidelity_metrics(
         train_edited / train_original: the edited run at alpha = 1 and the original run, at every training camera
             (the in-domain views: the captured range), both at their default appearance.
         out_edited / out_original: the same at the edit's out-of-domain views (None when the edit had none).
+        face_colours: (reference face colour, original subject's face colour) of a reference edit: adds
+            ``towards_reference`` (:func:`towards_reference`) to both view groups.
 
     Returns ``regions`` (their definition), ``training_views`` and ``out_of_domain_views`` (:func:`fidelity_report`)
     and ``spread`` (:func:`domain_spread` of the training views' subject change against the out-of-domain views').
     """
-    train = fidelity_report(train_edited, train_original, regions, threshold)
+    ref, face = face_colours if face_colours is not None else (None, None)
+    train = fidelity_report(train_edited, train_original, regions, threshold, ref, face)
     out: Dict[str, object] = {"regions": regions_record(regions), "training_views": train,
                               "out_of_domain_views": None}
     change_out = None
     if out_edited is not None and out_original is not None and out_edited.shape[0] > 0:
-        out["out_of_domain_views"] = fidelity_report(out_edited, out_original, regions, threshold)
+        out["out_of_domain_views"] = fidelity_report(out_edited, out_original, regions, threshold, ref, face)
         change_out = subject_change(out_edited, out_original, regions)
     out["spread"] = domain_spread(subject_change(train_edited, train_original, regions), change_out)
     return out
