@@ -282,10 +282,12 @@ def test_eval_command_on_the_reference_edit(workspace, reference_edit, tmp_path,
     for key, flag in (("kid_after", "--inception"), ("clip_direction_consistency", "--clip")):
         assert flag in m[key]["off"] and m[key]["off"] in printed.err
     assert "mediapipe" in m["fr_after"]["off"]
-    # the same cameras and runs as the edit's outputs step: the same figures
+    # the same cameras and runs as the edit's outputs step: the same figures outside the masks; inside, eval compares
+    # with the guide images as stored in the run (8-bit PNG, what the NeRF was finetuned on), the outputs step with
+    # the float guides it made (measured: 31.29 vs 31.34 dB)
     edit_metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    for key in ("psnr_outside_mask", "psnr_inside_mask", "ssim_outside_mask"):
-        assert m[key]["value"] == pytest.approx(edit_metrics[key]["value"], abs=0.05), key
+    for key, tol in (("psnr_outside_mask", 0.05), ("ssim_outside_mask", 1e-3), ("psnr_inside_mask", 0.3)):
+        assert m[key]["value"] == pytest.approx(edit_metrics[key]["value"], abs=tol), key
     assert report["fidelity"]["training_views"]["num_views"] == 4
     after = _tree_digest(out)
     assert set(after) - set(before) == {"eval.json"} and all(after[k] == before[k] for k in before)
