@@ -132,8 +132,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"{name:<10} {sec if sec is not None else float('nan'):>9.2f} {p.get('rss', float('nan')):>13.0f} "
               f"{p.get('cuda', float('nan')):>14.0f}")
     print(f"{'total':<10} {total_s:>9.2f}   (including loading the run and writing the outputs)")
-    print(f"background PSNR {metrics.get('background_psnr')}, in-domain foreground "
-          f"{metrics.get('foreground_in_domain')}")
+    m = metrics["metrics"]  # nerfeditor-metrics/2 (nerfeditor_ns/eval/schema.py)
+    print(f"PSNR outside the masks {m['psnr_outside_mask']['value']}, inside (vs the guides) "
+          f"{m['psnr_inside_mask']['value']}")
 
 
 if __name__ == "__main__":

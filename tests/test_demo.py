@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 
 from nerfeditor_ns import demo
+from nerfeditor_ns.eval.schema import validate
 
 TINY = [
     "--steps", "100", "--num-views", "2", "--finetune-steps", "5", "--projection-steps", "10", "--adjustor-steps", "4",
     "--num-in-yaw", "3", "--num-out-domain", "2", "--mapper-steps", "4", "--mapper-batch", "2", "--video-frames", "4",
     "--render-scale", "0.5",
 ]
-METRIC_KEYS = {"reconstruction_psnr", "reconstruction_psnr_before", "background_psnr", "foreground_in_domain",
-               "foreground_out_of_domain", "identity_similarity", "clip_text_similarity", "notes"}
 
 
 def _png(path: Path) -> np.ndarray:
@@ -80,10 +79,10 @@ def test_demo_runs_a_real_edit(demo_run):
     assert record["finetune"]["steps"] == 5
 
     metrics = json.loads(files["metrics"].read_text())
-    assert METRIC_KEYS <= set(metrics)
-    assert metrics["foreground_in_domain"]["num_views"] == 3 and metrics["foreground_out_of_domain"]["num_views"] == 2
-    for key in ("reconstruction_psnr", "reconstruction_psnr_before", "background_psnr"):
-        assert np.isfinite(metrics[key]), key
+    validate(metrics)  # the nerfeditor-metrics/2 layout
+    assert metrics["settings"]["in_domain_views"] == 3 and len(metrics["metrics"]["psnr_inside_mask"]["per_view"]) == 5
+    for key in ("reconstruction_psnr", "reconstruction_psnr_before", "psnr_outside_mask", "ssim_outside_mask"):
+        assert np.isfinite(metrics["metrics"][key]["value"]), key
 
     grid = _png(files["grid"])
     assert grid.shape[1] > 3 * 32 and grid.shape[0] > 5 * 32  # original | guide | edited, 5 views of 32 px

@@ -19,6 +19,7 @@ import torch
 
 from nerfeditor_ns.edit import cli
 from nerfeditor_ns.edit.errors import STOP_AFTER_ENV
+from nerfeditor_ns.eval.schema import SCHEMA, validate
 from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +96,12 @@ def _check_new_run(ws, out: Path, finetune_steps: int = FINETUNE_STEPS) -> Dict:
     gen = record["generator_finetune"]
     assert gen["steps"] == 5 and {"psnr", "ssim"} <= set(gen["fidelity_before"]) <= set(gen["fidelity_after"])
     metrics = json.loads((out / "metrics.json").read_text())
+    validate(metrics)  # the nerfeditor-metrics/2 layout, shared with ns-edit eval
+    assert metrics["producer"] == "ns-edit outputs step" and metrics["edited_run"] == str(out)
     assert record["domain_check"]["error_ratio"] == metrics["domain_check"]["error_ratio"] > 0
-    assert metrics["background_psnr"] is not None and metrics["foreground_in_domain"]["num_views"] == 3
+    m = metrics["metrics"]
+    assert metrics["settings"]["in_domain_views"] == 3 and len(m["psnr_inside_mask"]["per_view"]) == 5
+    assert m["psnr_outside_mask"]["value"] is not None and m["ssim_outside_mask"]["value"] is not None
     with Image.open(out / "before_after.png") as grid:
         grid.load()
         assert grid.size[0] > 3 * 32 and grid.size[1] > 5 * 32  # 3 columns, 5 views of 32 px (--render-scale 0.5)
@@ -144,10 +149,18 @@ def _fg_bg_change(ws, out: Path, pipeline) -> Dict[str, float]:
     }
 
 
-def test_reference_image_edit_end_to_end(workspace):
+@pytest.fixture(scope="module")
+def reference_edit(workspace) -> Path:
+    """One --reference-image edit of the tiny run (shared by the end-to-end check and the ns-edit eval test)."""
+    out = workspace["root"] / "edit_ref"
+    argv = _edit_argv(workspace, "--reference-image", str(REFERENCE), "--mix-layer", "2", out="edit_ref")
+    assert cli.main(argv) == 0
+    return out
+
+
+def test_reference_image_edit_end_to_end(workspace, reference_edit):
     ws = workspace
-    out = ws["root"] / "edit_ref"
-    assert cli.main(_edit_argv(ws, "--reference-image", str(REFERENCE), "--mix-layer", "2", out="edit_ref")) == 0
+    out = reference_edit
     checked = _check_new_run(ws, out)
     assert checked["record"]["edit"]["mode"] == "reference_image"
     change = _fg_bg_change(ws, out, checked["pipeline"])
@@ -206,8 +219,10 @@ def test_prompt_edit_with_a_tiny_random_clip(workspace, tmp_path):
     checked = _check_new_run(ws, out, finetune_steps=5)
     assert checked["record"]["edit"] == {"mode": "prompt", "value": "a smiling face"}
     assert checked["record"]["networks"]["clip"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    clip_metrics = checked["metrics"]["clip_text_similarity"]
-    assert clip_metrics["prompt"] == "a smiling face" and clip_metrics["edited"] is not None
+    clip_metrics = checked["metrics"]["metrics"]["clip_text_similarity"]
+    assert clip_metrics["prompt"] == "a smiling face" and clip_metrics["value"] is not None
+    direction = checked["metrics"]["metrics"]["clip_direction_similarity"]  # the turntable frames as the path
+    assert direction["target_caption"] == "a smiling face" and len(direction["per_view"]) == 2
     # the CLIP optimisation moved the code: the edited frontal image differs from the inversion
     from PIL import Image
     import numpy as np
@@ -275,4 +290,49 @@ def test_ablation_flags_and_mask_dir_through_the_finetune(workspace, tmp_path, m
     old_model = yaml.load(ws["config"].read_text(), Loader=yaml.Loader).pipeline.model
     assert (new_model.original_loss_mult, new_model.background_loss_mult, new_model.depth_loss_mult) == (0, 0, 0)
     assert min(old_model.original_loss_mult, old_model.background_loss_mult, old_model.depth_loss_mult) > 0
+
+
+def test_eval_command_on_the_reference_edit(workspace, reference_edit, tmp_path, capsys):
+    """`ns-edit eval` on a finished edit: eval.json in the metrics schema, every metric with a network given on (VGG
+    and ArcFace as random stand-ins in their real file layouts), the others off with notes naming their flags, the
+    guide-view figures equal to the edit's own metrics.json (same cameras, same runs), nothing else written."""
+    from tests.helpers.random_networks import random_vgg16_file
+    from tests.helpers.weight_rule import load_manifest, rule_state
+
+    ws, out = workspace, reference_edit
+    arcface = tmp_path / "model_ir_se50.pth"
+    torch.save(rule_state(load_manifest("arcface_irse50_manifest.json")), arcface)
+    before = _tree_digest(out)
+    argv = ["eval", "--load-config", str(out / "config.yml"), "--vgg", str(random_vgg16_file(tmp_path)),
+            "--arcface", str(arcface), "--max-training-views", "4", "--path-frames", "3", "--device", "cpu",
+            "--network-config", str(tmp_path / "none.yml")]
+    assert cli.main(argv[:3] + ["--max-training-views", "1"]) == 2  # bad input: refused before any work
+    assert "--max-training-views" in capsys.readouterr().err
+    (tmp_path / "none.yml").write_text("{}\n")
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr()
+    report = json.loads((out / "eval.json").read_text())
+    validate(report)
+    assert report["schema"] == SCHEMA and report["producer"] == "ns-edit eval"
+    assert report["original_run"] == str(ws["config"].absolute()) and report["edit"]["mode"] == "reference_image"
+    m = report["metrics"]
+    on = {k for k, e in m.items() if e["off"] is None}
+    assert on == {"psnr_outside_mask", "ssim_outside_mask", "lpips_outside_mask", "psnr_inside_mask",
+                  "ssim_inside_mask", "lpips_inside_mask", "l1_inside_mask", "id_frontal", "id_in_domain",
+                  "reconstruction_psnr", "reconstruction_psnr_before"}, sorted(on)
+    assert all(m[k]["value"] is not None for k in on)
+    assert m["id_in_domain"]["views"] == 3 and -1 <= m["id_frontal"]["value"] <= 1
+    assert m["reconstruction_psnr"]["views"] == 4 and report["settings"]["training_cameras"][0] == 0
+    for key, flag in (("kid_after", "--inception"), ("clip_direction_consistency", "--clip")):
+        assert flag in m[key]["off"] and m[key]["off"] in printed.err
+    assert "mediapipe" in m["fr_after"]["off"]
+    # the same cameras and runs as the edit's outputs step: the same figures outside the masks; inside, eval compares
+    # with the guide images as stored in the run (8-bit PNG, what the NeRF was finetuned on), the outputs step with
+    # the float guides it made (measured: 31.29 vs 31.34 dB)
+    edit_metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    for key, tol in (("psnr_outside_mask", 0.05), ("ssim_outside_mask", 1e-3), ("psnr_inside_mask", 0.3)):
+        assert m[key]["value"] == pytest.approx(edit_metrics[key]["value"], abs=tol), key
+    assert report["fidelity"]["training_views"]["num_views"] == 4
+    after = _tree_digest(out)
+    assert set(after) - set(before) == {"eval.json"} and all(after[k] == before[k] for k in before)
     assert _tree_digest(ws["run"]) == ws["digest"], "the original run was modified"

@@ -28,6 +28,7 @@ from nerfeditor_ns.gan.losses import (
     load_vgg16_features,
     pixel_loss,
 )
+from tests.helpers.random_networks import package_lpips, random_vgg16_file
 from tests.helpers.weight_rule import load_manifest, rule_state
 
 FACES = Path(__file__).resolve().parent / "data" / "faces256"
@@ -43,22 +44,8 @@ def _face(name: str, size: int = 256) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory) -> Path:
-    """A randomly initialised torchvision vgg16 saved in the vgg16-397923af.pth key layout (features.N.*);
-    the classifier entries are small stand-ins (the loader ignores them)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        features = torchvision.models.vgg16(weights=None).features
-    features = features.to_empty(device="cpu")
-    for m in features.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.reset_parameters()
-    state = {f"features.{k}": v for k, v in features.state_dict().items()}
-    state["classifier.0.weight"] = torch.zeros(4, 4)
-    path = tmp_path_factory.mktemp("vgg") / "vgg16-random.pth"
-    torch.save(state, path)
-    return path
+    """A randomly initialised torchvision vgg16 saved in the vgg16-397923af.pth key layout (features.N.*)."""
+    return random_vgg16_file(tmp_path_factory.mktemp("vgg"))
 
 
 @pytest.fixture(scope="module")
@@ -140,23 +127,30 @@ def test_perceptual_loss_behaviour(vgg_file):
     assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 
 
-def test_lpips_linear_weights(vgg_file, tmp_path):
-    channels = [64, 128, 256, 512, 512]
-    uniform = {f"lin{i}.model.1.weight": torch.full((1, c, 1, 1), 1.0 / c) for i, c in enumerate(channels)}
-    torch.save(uniform, tmp_path / "vgg_lin_uniform.pth")
+def test_lpips_mode_is_the_lpips_package_and_uniform_weights_are_its_form(vgg_file):
+    """PerceptualLoss(lpips=True) is the lpips package's own LPIPS-VGG forward (built the package's way around the same
+    trunk); the default uniform weights equal that network with every linear weight set to 1/C."""
+    import copy
+
+    ref = package_lpips(str(vgg_file))
+    ref.spatial = False
     a, b = _face("3.jpg", 64), _face("4.jpg", 64)
-    plain = PerceptualLoss(vgg_file)(a, b)
-    lin = PerceptualLoss(vgg_file, lin_path=tmp_path / "vgg_lin_uniform.pth")(a, b)
-    assert torch.allclose(plain, lin, rtol=1e-5)  # uniform 1/C weights = channel mean
-    doubled = {k: 2 * v for k, v in uniform.items()}
-    torch.save(doubled, tmp_path / "vgg_lin_double.pth")
-    assert torch.allclose(PerceptualLoss(vgg_file, lin_path=tmp_path / "vgg_lin_double.pth")(a, b), 2 * plain, rtol=1e-5)
-    # a subset of taps picks the matching lin layers (relu3_3 -> lin2)
-    sub = PerceptualLoss(vgg_file, lin_path=tmp_path / "vgg_lin_double.pth", taps=("relu3_3",))
-    assert torch.allclose(sub(a, b), 2 * PerceptualLoss(vgg_file, taps=("relu3_3",))(a, b), rtol=1e-5)
-    torch.save({"lin0.model.1.weight": torch.ones(1, 3, 1, 1)}, tmp_path / "bad_lin.pth")
-    with pytest.raises(WeightsFileError, match="lin0.model.1.weight"):
-        PerceptualLoss(vgg_file, lin_path=tmp_path / "bad_lin.pth")
+    with torch.no_grad():
+        expected = ref(a, b).mean()
+        uniform = copy.deepcopy(ref)
+        for lin in uniform.lins:
+            conv = lin.model[-1]
+            conv.weight.fill_(1.0 / conv.in_channels)
+        expected_uniform = uniform(a, b).mean()
+    lpips_loss = PerceptualLoss(vgg_file, lpips=True)
+    assert float(expected) > 0 and torch.allclose(lpips_loss(a, b), expected, rtol=1e-5)
+    assert not torch.allclose(expected, expected_uniform, rtol=1e-2)  # the learned weights matter
+    assert torch.allclose(PerceptualLoss(vgg_file)(a, b), expected_uniform, rtol=1e-5)
+    pred = a.clone().requires_grad_(True)
+    lpips_loss(pred, b).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="all five"):
+        PerceptualLoss(vgg_file, lpips=True, taps=("relu3_3",))
 
 
 def test_perceptual_off_without_vgg_and_bad_files(tmp_path):

@@ -2,6 +2,7 @@
 
     ns-edit --load-config outputs/<scene>/nerfeditor/<run>/config.yml --prompt "tanned skin" --generator G.pkl --clip C
     ns-edit train-mapper --generator G.pkl        # train the hidden mapper for a generator ahead of time
+    ns-edit eval --load-config outputs/<scene>/nerfeditor/<run>-edit-.../config.yml --vgg V --arcface A --clip C
 
 Argument parsing imports only tyro and the standard library, so ``ns-edit --help`` is fast; torch, nerfstudio and the
 networks are imported once the arguments are known to be valid.
@@ -16,10 +17,12 @@ import tyro
 
 from nerfeditor_ns.edit.args import EditArgs, TrainMapperArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
+from nerfeditor_ns.edit.eval_args import EvalArgs
 
-__all__ = ["EditArgs", "TrainMapperArgs", "parse", "main", "entrypoint"]
+__all__ = ["EditArgs", "TrainMapperArgs", "EvalArgs", "parse", "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
+EVAL = "eval"
 
 
 def _fail(err: BaseException, code: int) -> int:
@@ -32,10 +35,13 @@ def _fail(err: BaseException, code: int) -> int:
 
 
 def parse(argv: Sequence[str]):
-    """Parse ``argv`` (without the program name) into :class:`EditArgs` or :class:`TrainMapperArgs`."""
+    """Parse ``argv`` (without the program name) into :class:`EditArgs`, :class:`TrainMapperArgs` or
+    :class:`EvalArgs`."""
     argv = list(argv)
     if argv and argv[0] == TRAIN_MAPPER:
         return tyro.cli(TrainMapperArgs, args=argv[1:], prog=f"ns-edit {TRAIN_MAPPER}")
+    if argv and argv[0] == EVAL:
+        return tyro.cli(EvalArgs, args=argv[1:], prog=f"ns-edit {EVAL}")
     return tyro.cli(EditArgs, args=argv, prog="ns-edit")
 
 
@@ -47,6 +53,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from nerfeditor_ns.edit.run import run_train_mapper
 
             run_train_mapper(args)
+        elif isinstance(args, EvalArgs):
+            from nerfeditor_ns.edit.eval_cmd import run_eval
+
+            run_eval(args)
         else:
             from nerfeditor_ns.edit.run import run_edit
 

@@ -36,6 +36,8 @@ NETWORK_SOURCES: Dict[str, tuple] = {
     "vgg": ("--vgg", "NERFEDITOR_VGG", "torchvision VGG16 state dict (vgg16-397923af.pth)"),
     "style_generator": ("--style-generator", "NERFEDITOR_STYLE_GENERATOR", "art StyleGAN2 for --style-image"),
     "hidden_mapper": ("--hidden-mapper", "NERFEDITOR_HIDDEN_MAPPER", "trained hidden mapper (.pt)"),
+    "inception": ("--inception", "NERFEDITOR_INCEPTION",
+                  "torch-fidelity InceptionV3 weights (weights-inception-2015-12-05-6726825d.pth)"),
 }
 #: plain (non-path) settings that may also come from the environment / config file
 SETTING_SOURCES: Dict[str, tuple] = {
@@ -64,6 +66,8 @@ class NetworkPaths:
     vgg: Optional[Path] = None
     style_generator: Optional[Path] = None
     hidden_mapper: Optional[Path] = None
+    inception: Optional[Path] = None
+    """InceptionV3 weights for KID (``ns-edit eval``)."""
     clip_model: str = "ViT-B-32"
     cache_dir: Optional[Path] = None
     """Root of the user cache (hidden mappers live in ``<cache_dir>/hidden_mappers``); None = the default
@@ -151,6 +155,12 @@ def _check_file(paths: NetworkPaths, name: str) -> None:
         )
     if not path.is_file():
         raise MissingNetworkError(f"{path} (from {where}) is a directory, not a {what} file.", f"point {flag} at the file.")
+
+
+def check_network_files(paths: NetworkPaths) -> None:
+    """Refuse a given network path that does not exist or is a directory (message names its flag)."""
+    for name in NETWORK_SOURCES:
+        _check_file(paths, name)
 
 
 def check_networks_for_mode(paths: NetworkPaths, mode: str) -> List[str]:

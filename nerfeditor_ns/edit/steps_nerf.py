@@ -107,13 +107,16 @@ def reference_face_colours(ctx: EditContext) -> Optional[Tuple[Any, Any]]:
 
 def step_outputs(ctx: EditContext) -> Dict[str, Any]:
     """Step 10 — Sec. 4 (evaluation): before/after grid PNG (original | guide | edited), turntable video and
-    metrics.json (reconstruction at alpha 0, guide agreement, identity, CLIP score)."""
+    metrics.json in the nerfeditor-metrics schema (nerfeditor_ns/eval/schema.py; KID is left to ns-edit eval)."""
     import torch
 
+    from nerfeditor_ns.edit.crops import extract_crops
+    from nerfeditor_ns.edit.eval_nets import networks_of_edit
     from nerfeditor_ns.edit.outputs import save_grid, save_turntable, turntable_cameras, write_json_atomic
     from nerfeditor_ns.edit.render import render_views
     from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics, metrics_scale
-    from nerfeditor_ns.eval.metrics import edit_metrics
+    from nerfeditor_ns.eval.report import EvalInputs, ViewPair, fill_metrics
+    from nerfeditor_ns.eval.schema import finish, new_report
 
     a = ctx.args
     render, guides, masks, crops = (ctx.results[k] for k in ("render", "guides", "masks", "crops"))
@@ -175,20 +178,32 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
                 capture.permute(0, 3, 1, 2), size=tuple(recon_after.shape[1:3]), mode="area"
             ).permute(0, 2, 3, 1)
         n_in = render["rgb_in"].shape[0]
-        metrics = edit_metrics(
-            recon_renders=recon_after, capture_images=capture, recon_renders_before=recon_before,
-            original_renders=before_all, edited_renders=after_all, foreground_masks=torch.cat(fg),
-            guides_in=guides["guide_in"], renders_in=after_all[:n_in], masks_in=masks["mask_in"],
-            guides_out=guides.get("guide_out"), renders_out=after_all[n_in:] if "guide_out" in guides else None,
-            masks_out=masks.get("mask_out") if "guide_out" in guides else None,
-            frontal_crop_original=crops["crops_front"], frontal_crop_edited=edited_frontal_crop(ctx, edited),
-            arcface=arcface_fn(ctx), clip_score=clip_score_fn(ctx), prompt=a.prompt,
-        )
         has_out = views.cameras_out is not None
+        complete = not has_out or "guide_out" in guides  # guide images for every guide view
+        n_views = before_all.shape[0] if complete else n_in
+        crops_in = extract_crops(after_in["rgb"], crops["windows_in"], int(crops["resolution"]))
+        inputs = EvalInputs(
+            guide_views=ViewPair(before_all[:n_views], after_all[:n_views]), guides=guide_all[:n_views],
+            masks=torch.cat(fg)[:n_views], num_in_domain=n_in,
+            crops_frontal=ViewPair(crops["crops_front"], edited_frontal_crop(ctx, edited)),
+            crops_in_domain=ViewPair(crops["crops_in"], crops_in),
+            path=ViewPair(tt_before["rgb"], tt_after["rgb"]),
+            training_alpha0=recon_after, training_alpha0_before=recon_before, recon_capture=capture,
+            prompt=a.prompt, target_caption=a.prompt,
+        )
+        metrics = new_report(
+            "ns-edit outputs step", edited_run=str(ctx.run.final), original_run=str(Path(a.load_config).absolute()),
+            edit=ctx.checked.spec,
+            settings={"render_scale": a.render_scale, "guide_views": n_views, "in_domain_views": n_in,
+                      "path": f"turntable arc, {a.video_frames} frames", "reconstruction_cameras": idx.tolist(),
+                      "source_caption": inputs.source_caption, "target_caption": inputs.target_caption},
+        )
+        fill_metrics(metrics, inputs, networks_of_edit(ctx))
         metrics["fidelity"] = edit_fidelity_metrics(fid_edited, fid_original, after_all[n_in:] if has_out else None,
                                                     before_all[n_in:] if has_out else None,
                                                     face_colours=reference_face_colours(ctx))
         metrics["domain_check"] = ctx.results.get("domain_check")  # how far the guides can be trusted
+        finish(metrics)
         write_json_atomic(metrics, work / "metrics.json")
         out["video"] = video.name
         return out
@@ -211,25 +226,3 @@ def edited_frontal_crop(ctx: EditContext, edited) -> Any:
     crops = ctx.results["crops"]
     front = render_views(edited, ctx.frontal_camera(), alpha=1.0, chunk=ctx.args.render_chunk, progress=False)
     return extract_crops(front["rgb"], crops["windows_front"], int(crops["resolution"]))
-
-
-def arcface_fn(ctx: EditContext):
-    """ArcFace embedding for the identity metric (None without --arcface)."""
-    if ctx.networks.arcface is None:
-        return None
-    net = ctx.identity().net
-    return lambda x: net(x.to(next(net.parameters()).device)).cpu()
-
-
-def clip_score_fn(ctx: EditContext):
-    """CLIP image-text similarity for --prompt edits (None for the other edits)."""
-    if ctx.mode != "prompt":
-        return None
-    from nerfeditor_ns.gan.edits import clip_image_embedding, clip_text_embedding
-
-    clip = ctx.clip()
-
-    def score(images, text):
-        return (clip_image_embedding(clip, images.to(clip.device)) * clip_text_embedding(clip, text)).sum(-1).cpu()
-
-    return score

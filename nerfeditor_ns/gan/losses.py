@@ -24,7 +24,6 @@ from nerfeditor_ns.gan.arcface import ARCFACE_FLAG
 from nerfeditor_ns.gan.irse import WeightsFileError, load_exact_state, read_weights_file, strip_prefix
 
 VGG_FLAG = "--vgg"  # the ns-edit option (or $NERFEDITOR_VGG)
-LPIPS_LIN_FLAG = "lpips_lin_path"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,20 +101,66 @@ def load_vgg16_features(path: Union[str, Path], upto: int = 29) -> nn.Sequential
     return features
 
 
-def _load_lpips_lin(path: Union[str, Path], layers: Sequence[int], channels: Sequence[int]) -> list:
-    """The LPIPS linear-layer weights of the given tap numbers (0 = relu1_2 ... 4 = relu5_3) from the lpips
-    package's `weights/v0.1/vgg.pth` (`linN.model.1.weight` [1,C,1,1])."""
-    obj = read_weights_file(path, "LPIPS linear layers", LPIPS_LIN_FLAG)
-    out = []
-    for i, c in zip(layers, channels):
-        key = next((k for k in (f"lin{i}.model.1.weight", f"lin{i}.model.0.weight") if isinstance(obj, dict) and k in obj), None)
-        if key is None or tuple(obj[key].shape) != (1, c, 1, 1):
-            raise WeightsFileError(
-                f"LPIPS file '{path}' lacks 'lin{i}.model.1.weight' of shape [1,{c},1,1] (lpips vgg.pth layout). "
-                f"Pass it with {LPIPS_LIN_FLAG} or leave it out for uniform channel weights."
-            )
-        out.append(obj[key].float().clone())
-    return out
+LPIPS_INSTALL_HINT = 'pip install "lpips==0.1.4"'
+LPIPS_TRUNK_SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+"""The lpips package's VGG16 slices: torchvision's ``features[a:b]``, ending at relu1_2 ... relu5_3 (VGG16_TAPS)."""
+
+
+def import_lpips():
+    """The lpips package (heavy: imported only here), with the install hint when it is missing."""
+    try:
+        import lpips
+    except ImportError as err:
+        raise ImportError(f"LPIPS needs the package lpips: {LPIPS_INSTALL_HINT} (scripts/setup.sh installs it)."
+                          ) from err
+    return lpips
+
+
+def lpips_linear_weights_file() -> Path:
+    """The learned LPIPS-VGG channel weights (v0.1) that ship inside the lpips package (no download)."""
+    return Path(import_lpips().__file__).parent / "weights" / "v0.1" / "vgg.pth"
+
+
+def lpips_vgg(vgg: Union[str, Path, nn.Module], spatial: bool = False) -> nn.Module:
+    """The lpips package's LPIPS-VGG (v0.1, Zhang et al. 2018) with its shipped linear weights and the VGG16 trunk
+    from a local torchvision state dict (``--vgg``, e.g. vgg16-397923af.pth: the file ``lpips`` itself would fetch
+    through torchvision) or an already loaded ``features`` module (indices 0..29).
+
+    Nothing is downloaded: the package's network is built on the meta device (so torchvision's VGG16 classifier is
+    never allocated), its five trunk slices take the given VGG layers, and its linear layers take the package's
+    weights. Call it as the package documents: ``net(x, y)`` for images in [-1, 1], [B,1,1,1] distances
+    (``spatial=True``: [B,1,H,W] maps, each layer's map upsampled to the image size before the sum).
+    """
+    lpips = import_lpips()
+    features = vgg if isinstance(vgg, nn.Module) else load_vgg16_features(vgg, upto=max(VGG16_TAPS.values()))
+    if len(features) < LPIPS_TRUNK_SLICES[-1][1]:
+        raise ValueError(f"LPIPS-VGG needs VGG16 features up to relu5_3 (index 29); got {len(features)} layers.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation notes on lpips' `pretrained=` argument
+        with torch.device("meta"):
+            net = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, use_dropout=False, spatial=spatial,
+                              verbose=False)
+    slices = [net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4, net.net.slice5]
+    for block, (start, stop) in zip(slices, LPIPS_TRUNK_SLICES):
+        for index in range(start, stop):
+            setattr(block, str(index), features[index])
+    path = lpips_linear_weights_file()
+    state = read_weights_file(path, "LPIPS linear layers (lpips package)",
+                              hint=f"Reinstall lpips: {LPIPS_INSTALL_HINT}.")
+    for i, lin in enumerate(net.lins):
+        weight = state.get(f"lin{i}.model.1.weight") if isinstance(state, dict) else None
+        conv = lin.model[0]
+        if weight is None or tuple(weight.shape) != (1, conv.in_channels, 1, 1):
+            raise WeightsFileError(f"{path} lacks lin{i}.model.1.weight [1,{conv.in_channels},1,1]; reinstall lpips.")
+        conv.weight = nn.Parameter(weight.float().clone(), requires_grad=False)
+    # the package's input scaling: (x - shift) / scale == imagenet_normalize(x), built by the package on the CPU
+    net.scaling_layer = lpips.ScalingLayer()
+    left = [name for name, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"lpips_vgg: parameters left unset on the meta device: {left[:4]}")
+    net.eval()
+    net.requires_grad_(False)
+    return net
 
 
 class PerceptualLoss(nn.Module):
@@ -123,24 +168,24 @@ class PerceptualLoss(nn.Module):
 
         d(x, y) = sum_l mean_hw( sum_c w_lc (f̂_l(x) - f̂_l(y))^2 ),  f̂ = channel-unit-normalised features,
 
-    with the taps relu1_2 ... relu5_3. With the LPIPS linear weights (`lin_path`, lpips' `vgg.pth`) this is
-    LPIPS-VGG; without them the channels are weighted uniformly (w_lc = 1/C_l). Inputs in [-1,1] are ImageNet-
+    with the taps relu1_2 ... relu5_3. By default the channels are weighted uniformly (w_lc = 1/C_l), over any
+    subset of the taps: a VGG feature distance, not LPIPS (the lpips package has no uniform-weight mode: its
+    ``lpips=False`` baseline sums the channels). With ``lpips=True`` the distance IS LPIPS-VGG and is computed by the
+    lpips package itself (:func:`lpips_vgg`: its learned w_lc, all five taps). Inputs in [-1,1] are ImageNet-
     normalised (identical to LPIPS' scaling layer). With no VGG the loss is 0 and one warning is issued.
 
     Args:
         vgg: path to torchvision vgg16 weights, an already built `features` module, or None (term off).
-        lin_path: optional lpips linear-layer weights.
-        taps: which ReLU outputs to compare.
+        lpips: use the lpips package's LPIPS-VGG (learned channel weights) instead of uniform weights.
+        taps: which ReLU outputs to compare (all five with ``lpips=True``).
     """
 
-    def __init__(self, vgg: PathOrModule, lin_path: Union[str, Path, None] = None,
-                 taps: Sequence[str] = tuple(VGG16_TAPS)) -> None:
+    def __init__(self, vgg: PathOrModule, lpips: bool = False, taps: Sequence[str] = tuple(VGG16_TAPS)) -> None:
         super().__init__()
         unknown = [t for t in taps if t not in VGG16_TAPS]
         if unknown:
             raise ValueError(f"unknown VGG16 taps {unknown}; choose from {list(VGG16_TAPS)}")
         self.tap_indices = sorted(VGG16_TAPS[t] for t in taps)
-        lin_numbers = [sorted(VGG16_TAPS.values()).index(i) for i in self.tap_indices]
         self.features: Optional[nn.Module]
         if vgg is None:
             warnings.warn(
@@ -151,20 +196,12 @@ class PerceptualLoss(nn.Module):
             self.features = vgg
         else:
             self.features = load_vgg16_features(vgg, upto=max(self.tap_indices))
-        self.lin: Optional[nn.ParameterList] = None
-        if lin_path is not None and self.features is not None:
-            channels = [self._tap_channels(i) for i in self.tap_indices]
-            self.lin = nn.ParameterList(
-                [nn.Parameter(w, requires_grad=False) for w in _load_lpips_lin(lin_path, lin_numbers, channels)]
-            )
-
-    def _tap_channels(self, index: int) -> int:
-        assert self.features is not None
-        for j in range(index, -1, -1):
-            layer = self.features[j]
-            if isinstance(layer, nn.Conv2d):
-                return layer.out_channels
-        raise ValueError("no conv before tap")
+        self.lpips_net: Optional[nn.Module] = None
+        if lpips and self.features is not None:
+            if sorted(taps) != sorted(VGG16_TAPS):
+                raise ValueError("PerceptualLoss(lpips=True) compares all five VGG16 taps; leave `taps` at its "
+                                 "default.")
+            self.lpips_net = lpips_vgg(self.features)
 
     @property
     def enabled(self) -> bool:
@@ -189,18 +226,16 @@ class PerceptualLoss(nn.Module):
             return pred.new_zeros(())
         if pred.shape != target.shape:
             raise ValueError(f"PerceptualLoss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        if self.lpips_net is not None:
+            return self.lpips_net(pred, target).mean()
         fp = self.taps(pred)
         with torch.enable_grad() if target.requires_grad else torch.no_grad():
             ft = self.taps(target)
         total = pred.new_zeros(())
-        for li, (a, b) in enumerate(zip(fp, ft)):
+        for a, b in zip(fp, ft):
             a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            d = (a - b) ** 2
-            if self.lin is not None:
-                per_pixel = (d * self.lin[li]).sum(1)
-            else:
-                per_pixel = d.mean(1)
+            per_pixel = ((a - b) ** 2).mean(1)
             total = total + per_pixel.mean(dim=(1, 2)).mean()
         return total
 
@@ -267,8 +302,9 @@ class ReconstructionLossConfig:
     """Weight of the ArcFace identity term."""
     vgg_path: Optional[Path] = None
     """torchvision vgg16 state dict (e.g. vgg16-397923af.pth); None switches the perceptual term off."""
-    lpips_lin_path: Optional[Path] = None
-    """Optional LPIPS linear-layer weights (lpips' weights/v0.1/vgg.pth) to turn the perceptual term into LPIPS-VGG."""
+    lpips: bool = False
+    """Make the perceptual term LPIPS-VGG, computed by the lpips package with its shipped channel weights (default:
+    the uniform-weight VGG distance)."""
     arcface_path: Optional[Path] = None
     """ArcFace IR-SE50 state dict (model_ir_se50.pth); None switches the identity term off."""
 
@@ -282,7 +318,7 @@ class ReconstructionLoss(nn.Module):
     def __init__(self, config: ReconstructionLossConfig) -> None:
         super().__init__()
         self.config = config
-        self.perceptual = PerceptualLoss(config.vgg_path, config.lpips_lin_path) if config.perceptual_weight > 0 else None
+        self.perceptual = PerceptualLoss(config.vgg_path, lpips=config.lpips) if config.perceptual_weight > 0 else None
         self.identity = IdentityLoss(config.arcface_path) if config.identity_weight > 0 else None
 
     def forward(self, pred: Tensor, target: Tensor) -> Dict[str, Tensor]:
@@ -310,6 +346,8 @@ __all__ = [
     "ReconstructionLoss",
     "ReconstructionLossConfig",
     "VGG16_TAPS",
+    "lpips_vgg",
+    "lpips_linear_weights_file",
 ]
 
 
