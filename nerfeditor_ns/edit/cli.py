@@ -2,6 +2,7 @@
 
     ns-edit --load-config outputs/<scene>/nerfeditor/<run>/config.yml --prompt "tanned skin" --generator G.pkl --clip C
     ns-edit train-mapper --generator G.pkl        # train the hidden mapper for a generator ahead of time
+    ns-edit alpha-config --load-config <edited run>/config.yml --alpha 0   # a config that renders the original
 
 Argument parsing imports only tyro and the standard library, so ``ns-edit --help`` is fast; torch, nerfstudio and the
 networks are imported once the arguments are known to be valid.
@@ -14,12 +15,13 @@ from typing import Optional, Sequence
 
 import tyro
 
-from nerfeditor_ns.edit.args import EditArgs, TrainMapperArgs
+from nerfeditor_ns.edit.args import AlphaConfigArgs, EditArgs, TrainMapperArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
 
-__all__ = ["EditArgs", "TrainMapperArgs", "parse", "main", "entrypoint"]
+__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "parse", "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
+ALPHA_CONFIG = "alpha-config"
 
 
 def _fail(err: BaseException, code: int) -> int:
@@ -32,10 +34,13 @@ def _fail(err: BaseException, code: int) -> int:
 
 
 def parse(argv: Sequence[str]):
-    """Parse ``argv`` (without the program name) into :class:`EditArgs` or :class:`TrainMapperArgs`."""
+    """Parse ``argv`` (without the program name) into :class:`EditArgs`, :class:`TrainMapperArgs` or
+    :class:`AlphaConfigArgs`."""
     argv = list(argv)
     if argv and argv[0] == TRAIN_MAPPER:
         return tyro.cli(TrainMapperArgs, args=argv[1:], prog=f"ns-edit {TRAIN_MAPPER}")
+    if argv and argv[0] == ALPHA_CONFIG:
+        return tyro.cli(AlphaConfigArgs, args=argv[1:], prog=f"ns-edit {ALPHA_CONFIG}")
     return tyro.cli(EditArgs, args=argv, prog="ns-edit")
 
 
@@ -47,6 +52,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from nerfeditor_ns.edit.run import run_train_mapper
 
             run_train_mapper(args)
+        elif isinstance(args, AlphaConfigArgs):
+            from nerfeditor_ns.edit.alpha_config import run_alpha_config
+
+            run_alpha_config(args)
         else:
             from nerfeditor_ns.edit.run import run_edit
 
