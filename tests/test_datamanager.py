@@ -118,6 +118,23 @@ def test_plain_batches_match_nerfstudio_layout(dm):
     assert torch.allclose(bundle.origins, centres, atol=1e-5)
 
 
+def test_eval_mode_batches_are_unconditioned_original_rays(dm):
+    """nerfstudio's exporters sample through next_train with the pipeline in eval mode: no guide rays, no alpha /
+    beta keys (the model then uses its own default alpha and appearance)."""
+    _two_sets(dm)
+    dm.eval()
+    try:
+        bundle, batch = dm.next_train(0)
+    finally:
+        dm.train()
+    assert len(bundle) == NUM_RAYS and batch["ray_counts"] == {"original": NUM_RAYS, "guide": 0, "patch": 0}
+    assert set(bundle.metadata) == {"directions_norm"} and "set_index" not in batch
+    centres = dm.train_dataset.cameras.camera_to_worlds[batch["indices"][:, 0], :, 3]
+    assert torch.allclose(bundle.origins, centres, atol=1e-5)  # the training cameras' own rays
+    # back in training mode the guide rays are mixed in again
+    assert dm.next_train(1)[1]["ray_counts"]["guide"] > 0
+
+
 def test_guide_fraction_and_per_ray_values(dm):
     _two_sets(dm)
     num_guide = round(FRACTION * NUM_RAYS)

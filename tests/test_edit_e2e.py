@@ -1,14 +1,14 @@
 """ns-edit end to end on CPU: a tiny trained nerfeditor run, the tiny StyleGAN2 fixture, a slim hidden mapper.
 
-One run of ``nerfeditor-tiny`` on ``tests/data/face_small`` and one hidden mapper are shared by all tests (module
-fixtures). Edits go through the real entry point (``cli.main`` with an argv, as the ``ns-edit`` console script
+One run of ``nerfeditor-tiny`` on ``tests/data/face_small``, one hidden mapper and the reference-image edit are
+shared by all tests (session fixtures in tests/conftest.py, built by tests/helpers/tiny_runs.py; test_ns_tools.py
+uses the same runs). Edits go through the real entry point (``cli.main`` with an argv, as the ``ns-edit`` console script
 does). Sizes are tiny (64 px renders, 32 px generator, a few dozen optimisation steps), so the checks are about the
 plumbing and the direction of change, not about edit quality.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -22,65 +22,24 @@ from nerfeditor_ns.edit.errors import STOP_AFTER_ENV
 from nerfeditor_ns.eval.schema import SCHEMA, validate
 from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data" / "face_small"
-TINY_G = ROOT / "tests" / "fixtures" / "stylegan2_rosinality_tiny.pt"
-REFERENCE = ROOT / "tests" / "data" / "faces256" / "3.jpg"
-TRAIN_STEPS = 120
-FINETUNE_STEPS = 30
+from tests.helpers.tiny_runs import DATA, FINETUNE_STEPS, REFERENCE_EDIT, TINY_G, TRAIN_STEPS, edit_argv, tree_digest
+
 # dB between edited (alpha 1) and original renders outside the foreground masks. The tolerance is loose on purpose:
 # a 120-step CPU run is far from converged, so any further training moves its renders by ~17-25 dB (measured), with
 # or without guides; a broken L_br / mask path would repaint the background like the foreground (~10 dB).
 BACKGROUND_PSNR_MIN = 15.0
 TOWARD_GUIDES_MIN = 0.3  # cosine between the change of the foreground and the change the guides ask for
-
-SMALL = [
-    "--num-in-yaw", "3", "--num-in-pitch", "1", "--num-out-domain", "2",
-    "--projection-steps", "15", "--adjustor-steps", "8", "--adjustor-batch", "2", "--num-components", "4",
-    "--finetune-steps", str(FINETUNE_STEPS), "--video-frames", "4", "--mapper-steps", "5", "--device", "cpu",
-    "--render-chunk", "4096", "--render-scale", "0.5", "--generator-finetune-steps", "5",
-]
-
-
-def _tree_digest(root: Path) -> Dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+_tree_digest = tree_digest
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A trained tiny run + a cache with a slim hidden mapper for the tiny generator."""
-    root = tmp_path_factory.mktemp("edit_e2e")
-    torch.manual_seed(0)
-    from nerfeditor_ns.method_configs import nerfeditor_tiny
-
-    cfg = copy.deepcopy(nerfeditor_tiny.config)
-    cfg.data = DATA
-    cfg.pipeline.datamanager.data = DATA
-    cfg.output_dir = root / "outputs"
-    cfg.timestamp = "run"
-    cfg.max_num_iterations = TRAIN_STEPS
-    cfg.machine.device_type = "cpu"
-    cfg.vis = "none"  # no event writers: an open tensorboard writer would keep appending to the original run
-    cfg.logging.local_writer.enable = False
-    cfg.save_config()
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    config_path = cfg.get_base_dir() / "config.yml"
-
-    cache = root / "cache"
-    # the mapper is trained ahead of time through the real subcommand (slim backbone, a few steps)
-    assert cli.main(["train-mapper", "--generator", str(TINY_G), "--slim", "--steps", "6", "--batch", "2",
-                     "--cache-dir", str(cache), "--device", "cpu"]) == 0
-    assert list((cache / "hidden_mappers").glob("*.pt"))
-    return {"root": root, "config": config_path, "run": config_path.parent, "cache": cache,
-            "digest": _tree_digest(config_path.parent)}
+def workspace(tiny_workspace):
+    """A trained tiny run + a cache with a slim hidden mapper for the tiny generator (session fixture, conftest)."""
+    return tiny_workspace
 
 
 def _edit_argv(ws, *edit: str, out: str) -> list:
-    return ["--load-config", str(ws["config"]), "--generator", str(TINY_G), "--cache-dir", str(ws["cache"]),
-            "--output-dir", str(ws["root"] / out), *SMALL, *edit]
+    return edit_argv(ws, *edit, out=out)
 
 
 def _check_new_run(ws, out: Path, finetune_steps: int = FINETUNE_STEPS) -> Dict:
@@ -149,18 +108,10 @@ def _fg_bg_change(ws, out: Path, pipeline) -> Dict[str, float]:
     }
 
 
-@pytest.fixture(scope="module")
-def reference_edit(workspace) -> Path:
-    """One --reference-image edit of the tiny run (shared by the end-to-end check and the ns-edit eval test)."""
-    out = workspace["root"] / "edit_ref"
-    argv = _edit_argv(workspace, "--reference-image", str(REFERENCE), "--mix-layer", "2", out="edit_ref")
-    assert cli.main(argv) == 0
-    return out
-
-
 def test_reference_image_edit_end_to_end(workspace, reference_edit):
     ws = workspace
-    out = reference_edit
+    out = reference_edit  # ns-edit with REFERENCE_EDIT through cli.main (session fixture, shared with test_ns_tools)
+    assert json.loads((out / "edit.json").read_text())["settings"]["reference_image"] == REFERENCE_EDIT[1]
     checked = _check_new_run(ws, out)
     assert checked["record"]["edit"]["mode"] == "reference_image"
     change = _fg_bg_change(ws, out, checked["pipeline"])

@@ -246,3 +246,17 @@ class TrainMapperArgs:
     """Device."""
     seed: int = 0
     """Random seed."""
+
+
+@dataclass
+class AlphaConfigArgs:
+    """Write a copy of an edited run's config.yml that opens at another style alpha. nerfstudio's tools (ns-render,
+    ns-eval, ns-export, ns-viewer) take no model options and render a run at its config's default alpha, which is 1
+    (the edit) for runs written by ns-edit; ``--alpha 0`` gives a config that renders the original scene."""
+
+    load_config: Path
+    """config.yml of a run written by ns-edit (outputs/.../<run>-edit-<mode>-<time>/config.yml)."""
+    alpha: float = 0.0
+    """Style alpha the copy opens at: 0 = the original scene, 1 = the edit, in between a blend."""
+    output: Optional[Path] = None
+    """Where to write the copy (default: config_alpha<ALPHA>.yml next to --load-config)."""

@@ -3,6 +3,7 @@
     ns-edit --load-config outputs/<scene>/nerfeditor/<run>/config.yml --prompt "tanned skin" --generator G.pkl --clip C
     ns-edit train-mapper --generator G.pkl        # train the hidden mapper for a generator ahead of time
     ns-edit eval --load-config outputs/<scene>/nerfeditor/<run>-edit-.../config.yml --vgg V --arcface A --clip C
+    ns-edit alpha-config --load-config <edited run>/config.yml --alpha 0   # a config that renders the original
 
 Argument parsing imports only tyro and the standard library, so ``ns-edit --help`` is fast; torch, nerfstudio and the
 networks are imported once the arguments are known to be valid.
@@ -15,14 +16,15 @@ from typing import Optional, Sequence
 
 import tyro
 
-from nerfeditor_ns.edit.args import EditArgs, TrainMapperArgs
+from nerfeditor_ns.edit.args import AlphaConfigArgs, EditArgs, TrainMapperArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
 from nerfeditor_ns.edit.eval_args import EvalArgs
 
-__all__ = ["EditArgs", "TrainMapperArgs", "EvalArgs", "parse", "main", "entrypoint"]
+__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "parse", "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
 EVAL = "eval"
+ALPHA_CONFIG = "alpha-config"
 
 
 def _fail(err: BaseException, code: int) -> int:
@@ -36,12 +38,14 @@ def _fail(err: BaseException, code: int) -> int:
 
 def parse(argv: Sequence[str]):
     """Parse ``argv`` (without the program name) into :class:`EditArgs`, :class:`TrainMapperArgs` or
-    :class:`EvalArgs`."""
+    :class:`EvalArgs` / :class:`AlphaConfigArgs`."""
     argv = list(argv)
     if argv and argv[0] == TRAIN_MAPPER:
         return tyro.cli(TrainMapperArgs, args=argv[1:], prog=f"ns-edit {TRAIN_MAPPER}")
     if argv and argv[0] == EVAL:
         return tyro.cli(EvalArgs, args=argv[1:], prog=f"ns-edit {EVAL}")
+    if argv and argv[0] == ALPHA_CONFIG:
+        return tyro.cli(AlphaConfigArgs, args=argv[1:], prog=f"ns-edit {ALPHA_CONFIG}")
     return tyro.cli(EditArgs, args=argv, prog="ns-edit")
 
 
@@ -57,6 +61,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from nerfeditor_ns.edit.eval_cmd import run_eval
 
             run_eval(args)
+        elif isinstance(args, AlphaConfigArgs):
+            from nerfeditor_ns.edit.alpha_config import run_alpha_config
+
+            run_alpha_config(args)
         else:
             from nerfeditor_ns.edit.run import run_edit
 

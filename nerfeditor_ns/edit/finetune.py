@@ -11,7 +11,8 @@ run's guide folder; trainer ``load_dir`` = the original checkpoints; ``max_num_i
 (nerfstudio 1.1.5's Trainer runs ``max_num_iterations`` steps *after* the loaded step, so the checkpoint ends at
 original + finetune steps); output into the new run directory; the model loss weights the edit overrides
 (``ns-edit --original-loss-mult`` / ``--background-loss-mult`` / ``--depth-loss-mult``, the Tab. 5 ablations) and
-``freeze_original`` (``--freeze-original``).
+``freeze_original`` (``--freeze-original``). The finished run's config opens at alpha = 1
+(``model.default_alpha``): nerfstudio's tools render the edit; ``ns-edit alpha-config`` writes one at another alpha.
 """
 
 from __future__ import annotations
@@ -130,9 +131,11 @@ def build_finetune_config(
 
 
 def finalize_config(cfg: "TrainerConfig", original: "TrainerConfig", run_dir: Path, guide_sets_dir: Path) -> "TrainerConfig":
-    """The config saved in the finished run: placed at its final directory, no longer pointing at the original."""
+    """The config saved in the finished run: placed at its final directory, no longer pointing at the original, and
+    opening at alpha = 1 (``default_alpha``), so that ns-viewer, ns-render, ns-eval and ns-export show the edit."""
     out = copy.deepcopy(cfg)
     out.load_dir = None
+    out.pipeline.model.default_alpha = 1.0
     out.vis = original.vis
     out.pipeline.datamanager.guide_sets_dir = Path(guide_sets_dir).absolute()
     place_run(out, run_dir)

@@ -17,6 +17,10 @@ A training batch of ``N = train_num_rays_per_batch`` rays, when at least one gui
 * ``P * S * S`` patch rays at the end: ``P = patches_per_batch`` square patches of ``S = patch_size`` contiguous
   pixels of one guide image each, row-major (for the depth smoothness loss, Eq. 5).
 
+Outside training (the data manager in eval mode, as ``eval_setup`` leaves the pipeline for nerfstudio's tools),
+``next_train`` returns nerfacto's original rays only, without conditioning keys: ``ns-export pointcloud`` then samples
+the scene the model shows by default (``default_alpha``; the edit in an edited run), not a mix with guide rays.
+
 See docs/ARCHITECTURE.md for the batch and metadata contract.
 """
 
@@ -141,6 +145,13 @@ class GuideSetDataManager(ParallelDataManager):
         self.train_count += 1
         ray_bundle, batch = self._next_original()
         num_rays = len(ray_bundle)
+        if not self.training:
+            # the pipeline in eval mode: nerfstudio's exporters (ns-export pointcloud / poisson) sample the scene
+            # through next_train; original rays only, without conditioning keys, so the model renders them at its
+            # own alpha and appearance (``default_alpha``: the edit in an edited run), as ns-render and ns-viewer do
+            self.last_ray_counts = {"original": num_rays, "guide": 0, "patch": 0}
+            batch["ray_counts"] = dict(self.last_ray_counts)
+            return ray_bundle, batch
         if not self._guide_sets:
             self.last_ray_counts = {"original": num_rays, "guide": 0, "patch": 0}
             ray_bundle, batch = self._original_part(ray_bundle, batch, keep_all_keys=True)

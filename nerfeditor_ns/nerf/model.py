@@ -184,7 +184,8 @@ class NerfEditorModelConfig(NerfactoModelConfig):
     finetune: bool = False
     """Finetuning run: at the first training step take a frozen copy of the field as the "original model"."""
     default_alpha: float = 0.0
-    """Style alpha used for rays without alpha (eval, viewer) until the viewer slider moves it."""
+    """Style alpha used for rays without alpha (eval, viewer, ns-render, ns-export) until the viewer slider moves it:
+    0 = the original scene; runs written by ns-edit are saved with 1 (they open on the edit)."""
 
 
 class NerfEditorModel(NerfactoModel):
