@@ -2,6 +2,8 @@
 
     ns-edit --load-config outputs/<scene>/nerfeditor/<run>/config.yml --prompt "tanned skin" --generator G.pkl --clip C
     ns-edit train-mapper --generator G.pkl        # train the hidden mapper for a generator ahead of time
+    ns-edit cache list --load-config <run>/config.yml   # the steps every edit of the run shares, and their disk use
+    ns-edit cache clean --load-config <run>/config.yml  # remove them
 
 Argument parsing imports only tyro and the standard library, so ``ns-edit --help`` is fast; torch, nerfstudio and the
 networks are imported once the arguments are known to be valid.
@@ -10,16 +12,23 @@ networks are imported once the arguments are known to be valid.
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import tyro
+from typing_extensions import Annotated
 
 from nerfeditor_ns.edit.args import EditArgs, TrainMapperArgs
+from nerfeditor_ns.edit.cache_args import CacheCleanArgs, CacheListArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
 
-__all__ = ["EditArgs", "TrainMapperArgs", "parse", "main", "entrypoint"]
+__all__ = ["EditArgs", "TrainMapperArgs", "CacheListArgs", "CacheCleanArgs", "parse", "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
+CACHE = "cache"
+CacheCommand = Union[
+    Annotated[CacheListArgs, tyro.conf.subcommand("list")],
+    Annotated[CacheCleanArgs, tyro.conf.subcommand("clean")],
+]
 
 
 def _fail(err: BaseException, code: int) -> int:
@@ -32,10 +41,14 @@ def _fail(err: BaseException, code: int) -> int:
 
 
 def parse(argv: Sequence[str]):
-    """Parse ``argv`` (without the program name) into :class:`EditArgs` or :class:`TrainMapperArgs`."""
+    """Parse ``argv`` (without the program name) into :class:`EditArgs`, :class:`TrainMapperArgs`,
+    :class:`CacheListArgs` or :class:`CacheCleanArgs`."""
     argv = list(argv)
     if argv and argv[0] == TRAIN_MAPPER:
         return tyro.cli(TrainMapperArgs, args=argv[1:], prog=f"ns-edit {TRAIN_MAPPER}")
+    if argv and argv[0] == CACHE:
+        return tyro.cli(CacheCommand, args=argv[1:], prog=f"ns-edit {CACHE}",  # type: ignore[call-overload]
+                        description="Show or remove the scene cache of a run (the steps every edit of it shares).")
     return tyro.cli(EditArgs, args=argv, prog="ns-edit")
 
 
@@ -47,6 +60,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from nerfeditor_ns.edit.run import run_train_mapper
 
             run_train_mapper(args)
+        elif isinstance(args, (CacheListArgs, CacheCleanArgs)):
+            from nerfeditor_ns.edit.run import run_cache_command
+
+            run_cache_command(args)
         else:
             from nerfeditor_ns.edit.run import run_edit
 
