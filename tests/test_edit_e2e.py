@@ -147,7 +147,10 @@ def _fg_bg_change(ws, out: Path, pipeline) -> Dict[str, float]:
 def test_reference_image_edit_end_to_end(workspace):
     ws = workspace
     out = ws["root"] / "edit_ref"
-    assert cli.main(_edit_argv(ws, "--reference-image", str(REFERENCE), "--mix-layer", "2", out="edit_ref")) == 0
+    # --mix-layer 1: a change well above the noise of 30 finetuning steps. At layer 2 the guides move the foreground
+    # by only 0.021 (L1) and the L1 after finetuning ranged 0.021-0.033 with the random stream alone (measured); at
+    # layer 1 they move it by 0.075 and finetuning brings it to 0.053
+    assert cli.main(_edit_argv(ws, "--reference-image", str(REFERENCE), "--mix-layer", "1", out="edit_ref")) == 0
     checked = _check_new_run(ws, out)
     assert checked["record"]["edit"]["mode"] == "reference_image"
     change = _fg_bg_change(ws, out, checked["pipeline"])
