@@ -51,7 +51,8 @@ class NetworkArgs:
 class EditArgs(NetworkArgs):
     """Edit a trained nerfeditor run and write the result as a NEW run (the original is never modified).
     Give exactly one EDIT: --prompt, --reference-image, --edited-image, --style-image or --direction.
-    `ns-edit train-mapper --help` trains the hidden mapper of a generator ahead of time."""
+    `ns-edit train-mapper --help` trains the hidden mapper of a generator ahead of time; the steps every edit of a run
+    shares are cached beside it (`ns-edit cache --help` lists and removes them)."""
 
     load_config: Path
     """config.yml of the trained nerfeditor run to edit (outputs/<scene>/nerfeditor/<run>/config.yml)."""

@@ -4,6 +4,8 @@
     ns-edit train-mapper --generator G.pkl        # train the hidden mapper for a generator ahead of time
     ns-edit eval --load-config outputs/<scene>/nerfeditor/<run>-edit-.../config.yml --vgg V --arcface A --clip C
     ns-edit alpha-config --load-config <edited run>/config.yml --alpha 0   # a config that renders the original
+    ns-edit cache list --load-config <run>/config.yml   # the steps every edit of the run shares, and their disk use
+    ns-edit cache clean --load-config <run>/config.yml  # remove them
 
 Argument parsing imports only tyro and the standard library, so ``ns-edit --help`` is fast; torch, nerfstudio and the
 networks are imported once the arguments are known to be valid.
@@ -12,19 +14,27 @@ networks are imported once the arguments are known to be valid.
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import tyro
+from typing_extensions import Annotated
 
 from nerfeditor_ns.edit.args import AlphaConfigArgs, EditArgs, TrainMapperArgs
+from nerfeditor_ns.edit.cache_args import CacheCleanArgs, CacheListArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
 from nerfeditor_ns.edit.eval_args import EvalArgs
 
-__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "parse", "main", "entrypoint"]
+__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "CacheListArgs", "CacheCleanArgs", "parse",
+           "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
 EVAL = "eval"
 ALPHA_CONFIG = "alpha-config"
+CACHE = "cache"
+CacheCommand = Union[
+    Annotated[CacheListArgs, tyro.conf.subcommand("list")],
+    Annotated[CacheCleanArgs, tyro.conf.subcommand("clean")],
+]
 
 
 def _fail(err: BaseException, code: int) -> int:
@@ -38,7 +48,7 @@ def _fail(err: BaseException, code: int) -> int:
 
 def parse(argv: Sequence[str]):
     """Parse ``argv`` (without the program name) into :class:`EditArgs`, :class:`TrainMapperArgs` or
-    :class:`EvalArgs` / :class:`AlphaConfigArgs`."""
+    :class:`EvalArgs` / :class:`AlphaConfigArgs` / :class:`CacheListArgs` / :class:`CacheCleanArgs`."""
     argv = list(argv)
     if argv and argv[0] == TRAIN_MAPPER:
         return tyro.cli(TrainMapperArgs, args=argv[1:], prog=f"ns-edit {TRAIN_MAPPER}")
@@ -46,6 +56,9 @@ def parse(argv: Sequence[str]):
         return tyro.cli(EvalArgs, args=argv[1:], prog=f"ns-edit {EVAL}")
     if argv and argv[0] == ALPHA_CONFIG:
         return tyro.cli(AlphaConfigArgs, args=argv[1:], prog=f"ns-edit {ALPHA_CONFIG}")
+    if argv and argv[0] == CACHE:
+        return tyro.cli(CacheCommand, args=argv[1:], prog=f"ns-edit {CACHE}",  # type: ignore[call-overload]
+                        description="Show or remove the scene cache of a run (the steps every edit of it shares).")
     return tyro.cli(EditArgs, args=argv, prog="ns-edit")
 
 
@@ -65,6 +78,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from nerfeditor_ns.edit.alpha_config import run_alpha_config
 
             run_alpha_config(args)
+        elif isinstance(args, (CacheListArgs, CacheCleanArgs)):
+            from nerfeditor_ns.edit.run import run_cache_command
+
+            run_cache_command(args)
         else:
             from nerfeditor_ns.edit.run import run_edit
 

@@ -17,7 +17,9 @@ from nerfeditor_ns.edit.checks import ValidatedEdit
 from nerfeditor_ns.edit.errors import EditError, check_stop_after, out_of_memory_hint
 from nerfeditor_ns.edit.networks import NETWORK_SOURCES, NetworkPaths
 from nerfeditor_ns.edit.run_dir import RunDir, safe_torch_load, step_key
-from nerfeditor_ns.io_utils import atomic_torch_save
+from nerfeditor_ns.edit.scene_cache import SceneCache, copy_file, link_or_copy
+from nerfeditor_ns.edit.scene_steps import SCENE_STEPS, scene_step_key
+from nerfeditor_ns.io_utils import atomic_torch_save, file_sha256
 
 GUIDES_DIRNAME = "guides"
 """Folder of the guide sets inside the new run (loaded by its data manager)."""
@@ -73,6 +75,25 @@ def checkpoint_id(config_path: Path) -> List[Any]:
     run = Path(config_path).absolute().parent
     ckpt = latest_checkpoint(run / "nerfstudio_models")
     return [str(run)] if ckpt is None else net_id(ckpt)
+
+
+def file_identity(path: Path) -> List[Any]:
+    """Identity of a large file for the scene cache's keys without reading it: path, size, modification time (ns)."""
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (before every computed step, so that a step's result
+    never depends on which earlier steps were computed and which were loaded from a cache)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rescaled(cameras, scale: float):
@@ -139,6 +160,7 @@ class EditContext:
     """State shared by the steps; heavy objects are loaded on first use and kept.
 
     ``plan`` is the step order (names); :meth:`step` numbers its ``[i/N]`` lines and chains cache keys by it.
+    ``scene_cache``: where the edit-independent steps are cached for every edit of the run (None: only in the edit).
     """
 
     args: EditArgs
@@ -149,6 +171,7 @@ class EditContext:
     results: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     keys: Dict[str, str] = field(default_factory=dict)
     nets: Dict[str, Any] = field(default_factory=dict)
+    scene_cache: Optional[SceneCache] = None
     _loaded: Dict[str, Any] = field(default_factory=dict)
 
     # --------------------------------------------------------------------------------------------- shortcuts
@@ -318,28 +341,103 @@ class EditContext:
         return self.network("hidden_mapper", lambda p: load_hidden_mapper(p, generator=generator, device=self.device))
 
     # ------------------------------------------------------------------------------------------------ steps
+    def scene_identity(self) -> Dict[str, Any]:
+        """The original run as scene-cache keys see it: its config.yml's SHA-256 and its newest checkpoint."""
+
+        def make():
+            from nerfeditor_ns.edit.finetune import latest_checkpoint
+
+            config = Path(self.args.load_config)
+            ckpt = latest_checkpoint(config.absolute().parent / "nerfstudio_models")
+            return {"config": file_sha256(config), "checkpoint": None if ckpt is None else file_identity(ckpt)}
+
+        return self._once("scene_identity", make)
+
+    def generator_sha(self) -> str:
+        """SHA-256 of the --generator file (computed once)."""
+        return self._once("generator_sha", lambda: file_sha256(self.networks.generator))
+
+    def _step_key(self, name: str, inputs: Dict[str, Any]) -> str:
+        plan = list(self.plan)
+        scene = SCENE_STEPS.get(name)
+        if scene is None:  # edit-specific: chained to every earlier step and to the edit itself
+            previous = [self.keys[s] for s in plan[: plan.index(name)] if s in self.keys]
+            return step_key(name, inputs, previous, self.checked.spec)
+        devices = {"gan": str(self.device)}
+        if scene.nerf:
+            devices["nerf"] = str(self.original()[1].device)
+        return scene_step_key(name, inputs, {s: self.keys[s] for s in scene.needs}, self.scene_identity(), devices,
+                              self.generator_sha() if scene.generator else "")
+
+    def _from_scene_cache(self, name: str, key: str, path: Path) -> Tuple[Any, Optional[float], str]:
+        """(result, seconds it took when computed, where) of a scene-cache entry, its files copied into the edit;
+        (None, None, "") when there is none or it cannot be read (a damaged entry is dropped)."""
+        import pickle
+
+        entry = self.scene_cache.lookup(name, key) if self.scene_cache is not None else None
+        if entry is None:
+            return None, None, ""
+        try:
+            result = safe_torch_load(entry.result)
+            for relative in entry.files:
+                copy_file(entry.file(relative), self.run.work / relative)
+            link_or_copy(entry.result, path)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:  # damaged, or removed
+            # meanwhile by `ns-edit cache clean`: recompute
+            self.console.print(f"[yellow]note:[/yellow] the scene cache entry {entry.path} cannot be used "
+                               f"({type(err).__name__}: {err}); computing the step again.")
+            self.scene_cache.discard(entry)
+            return None, None, ""
+        entry.touch()
+        return result, entry.meta.get("seconds"), f"scene cache {entry.path}"
+
+    def _to_scene_cache(self, name: str, key: str, path: Path, inputs: Dict[str, Any], seconds: float) -> None:
+        files = {rel: self.run.work / rel for rel in SCENE_STEPS[name].files if (self.run.work / rel).is_file()}
+        meta = {"seconds": round(seconds, 3), "inputs": inputs, "scene": self.scene_identity(),
+                "edit": str(self.run.final), "original_run": str(Path(self.args.load_config).absolute().parent)}
+        try:
+            self.scene_cache.store(name, key, path, files, meta)
+        except OSError as err:
+            self.console.print(f"[yellow]note:[/yellow] could not store {name} in the scene cache "
+                               f"{self.scene_cache.root} ({err}); later edits will compute it again.")
+
     def step(self, name: str, inputs: Dict[str, Any], compute: Callable[[], Dict[str, Any]],
              oom_flags: Sequence[str] = ("--render-chunk",)) -> Dict[str, Any]:
-        """Run step ``name`` unless its cached result (same inputs, same previous steps) exists; returns its result.
+        """Run step ``name`` unless its result with the same key is cached; returns its result.
 
-        ``oom_flags``: the flags that lower its memory use, named when it runs out of memory."""
+        Edit-independent steps (:data:`~nerfeditor_ns.edit.scene_steps.SCENE_STEPS`) are looked up in the edit's
+        own cache (a resumed edit), then in the scene cache beside the original run, and stored there once computed;
+        the other steps only in the edit's cache. ``oom_flags``: the flags that lower its memory use, named when it
+        runs out of memory."""
+        started, cpu_started = time.time(), time.process_time()
         index = list(self.plan).index(name) + 1
-        previous = [self.keys[s] for s in list(self.plan)[: index - 1] if s in self.keys]
-        key = step_key(name, inputs, previous, self.checked.spec)
+        title = f"[{index}/{len(self.plan)}] {name}"
+        key = self._step_key(name, inputs)
         self.keys[name] = key
         path = self.run.cache / f"{name}.pt"
-        title = f"[{index}/{len(self.plan)}] {name}"
+        result, seconds, where, source = None, None, "", "computed"
         if self.run.is_done(name, key) and path.exists():
-            self.console.print(f"[dim]{title}: cached result found, skipped ({path.name})[/dim]")
-            result = safe_torch_load(path)
+            result, seconds, where, source = safe_torch_load(path), self.run.seconds(name), path.name, "edit cache"
+        elif name in SCENE_STEPS:
+            result, seconds, where = self._from_scene_cache(name, key, path)
+            source = "scene cache"
+        if result is not None:
+            self.console.print(f"[dim]{title}: cached result found, skipped ({where})[/dim]")
         else:
+            source = "computed"
             self.console.rule(f"[bold]{title}")
-            started = time.time()
+            seed_everything(self.args.seed)
             with out_of_memory_hint(name, list(oom_flags)):
                 result = compute()
             atomic_torch_save(result, path)
-            self.run.mark_done(name, key, time.time() - started)
-            self.console.print(f"{title}: done in {time.time() - started:.1f}s")
+            seconds = time.time() - started
+            if name in SCENE_STEPS and self.scene_cache is not None:
+                self._to_scene_cache(name, key, path, inputs, seconds)
+            self.console.print(f"{title}: done in {seconds:.1f}s")
+        wall = time.time() - started
+        self.run.mark_done(name, key, wall if seconds is None else seconds,
+                           {"source": source, "wall_s": round(wall, 3),
+                            "cpu_s": round(time.process_time() - cpu_started, 3)})
         self.results[name] = result
         check_stop_after(name)
         return result

@@ -135,9 +135,12 @@ def turntable_yaws(
         return torch.arange(num_frames, dtype=torch.float32) * (2 * math.pi / num_frames)
     if mode == "arc":
         lo, hi = float(geometry.yaw.min()), float(geometry.yaw.max())
-        t = torch.arange(num_frames, dtype=torch.float32) / num_frames  # one period, triangle wave in [lo, hi]
-        phase = torch.remainder(t + 0.25, 1.0)  # start at 0 when lo < 0 < hi
-        tri = 1 - 4 * (phase - 0.5).abs()  # in [-1, 1], 0 at t=0, +1 at t=0.25, -1 at t=0.75
+        # one period of a triangle wave in [-1, 1]: 0 at frame 0, +1 at a quarter, -1 at three quarters. In integer
+        # steps of 1/(4T) of the period, so that the way there and the way back hit bit-identical yaws (each view of
+        # the return sweep is the same camera as one of the outward sweep and is rendered once).
+        k = torch.arange(num_frames, dtype=torch.int64)
+        phase = torch.remainder(4 * k + num_frames, 4 * num_frames)  # (t + 1/4) mod 1, in units of 1/(4T)
+        tri = (num_frames - (phase - 2 * num_frames).abs()).to(torch.float32) / num_frames
         return torch.where(tri >= 0, tri * hi, -tri * lo)
     raise ValueError(f"Unknown turntable mode {mode!r}; use 'orbit' or 'arc'.")
 

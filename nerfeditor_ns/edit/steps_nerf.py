@@ -1,5 +1,6 @@
-"""Steps 8-9 of an edit (paper Fig. 2, right): finetune a copy of the NeRF on the guide sets, then render the
-before/after outputs and the edit metrics.
+"""Steps 9 and 11 of an edit (paper Fig. 2, right): finetune a copy of the NeRF on the guide sets, then render the
+before/after outputs and the edit metrics (the original scene's side of them comes from step 10, ``original_views``
+in ``output_views.py``).
 """
 
 from __future__ import annotations
@@ -7,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from nerfeditor_ns.edit.context import GUIDES_DIRNAME, EditContext, rescaled
-from nerfeditor_ns.edit.steps_scene import frontal_geometry
+from nerfeditor_ns.edit.context import GUIDES_DIRNAME, EditContext
 
 if TYPE_CHECKING:  # pragma: no cover
     from nerfeditor_ns.nerf.edit_region import EditRegion
@@ -106,15 +106,18 @@ def reference_face_colours(ctx: EditContext) -> Optional[Tuple[Any, Any]]:
 
 
 def step_outputs(ctx: EditContext) -> Dict[str, Any]:
-    """Step 10 — Sec. 4 (evaluation): before/after grid PNG (original | guide | edited), turntable video and
-    metrics.json in the nerfeditor-metrics schema (nerfeditor_ns/eval/schema.py; KID is left to ns-edit eval)."""
+    """Step 11 — Sec. 4 (evaluation): before/after grid PNG (original | guide | edited), turntable video and
+    metrics.json in the nerfeditor-metrics schema (nerfeditor_ns/eval/schema.py; KID is left to ns-edit eval).
+
+    Only the edited run is rendered here, each view once per alpha: the original scene's renders come from the
+    render and original_views steps (``output_views.outputs_renderer``)."""
     import torch
 
     from nerfeditor_ns.edit.crops import extract_crops
     from nerfeditor_ns.edit.eval_nets import networks_of_edit
-    from nerfeditor_ns.edit.outputs import save_grid, save_turntable, turntable_cameras, write_json_atomic
-    from nerfeditor_ns.edit.render import render_views
-    from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics, metrics_scale
+    from nerfeditor_ns.edit.output_views import output_cameras, outputs_renderer, recon_indices
+    from nerfeditor_ns.edit.outputs import save_grid, save_turntable, write_json_atomic
+    from nerfeditor_ns.eval.fidelity import edit_fidelity_metrics
     from nerfeditor_ns.eval.report import EvalInputs, ViewPair, fill_metrics
     from nerfeditor_ns.eval.schema import finish, new_report
 
@@ -125,16 +128,16 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
     def compute():
         views = ctx.views()
         _, original = ctx.original()
-        edited = ctx.edited()
-        after_in = render_views(edited, views.cameras_in, alpha=1.0, chunk=a.render_chunk, description="Edited V_in")
+        renderer = outputs_renderer(ctx, ctx.edited())
+        cams = output_cameras(ctx)
+        after_in = renderer.render("edited", views.cameras_in, 1.0, description="Edited V_in")
         out: Dict[str, Any] = {"after_in": after_in["rgb"]}
         before = [render["rgb_in"]]
         after = [after_in["rgb"]]
         guide_cols = [guides["guide_in"]]
         fg = [masks["mask_in"]]
         if views.cameras_out is not None:
-            after_out = render_views(edited, views.cameras_out, alpha=1.0, chunk=a.render_chunk,
-                                     description="Edited V_out")
+            after_out = renderer.render("edited", views.cameras_out, 1.0, description="Edited V_out")
             out["after_out"] = after_out["rgb"]
             before.append(render["rgb_out"])
             after.append(after_out["rgb"])
@@ -146,33 +149,23 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
                    ("edited", list(after_all[rows]))], work / "before_after.png")
 
         # turntable: original (alpha 0) | edited (alpha 1), side by side
-        cams = turntable_cameras(views.cameras_in[0:1], frontal_geometry(views.geometry), a.video_frames, mode="arc")
-        tt_before = render_views(original, cams, alpha=0.0, chunk=a.render_chunk, description="Turntable (original)")
-        tt_after = render_views(edited, cams, alpha=1.0, chunk=a.render_chunk, description="Turntable (edited)")
+        tt_before = renderer.render("original", cams["turntable"], 0.0, description="Turntable (original)")
+        tt_after = renderer.render("edited", cams["turntable"], 1.0, description="Turntable (edited)")
         frames = torch.cat([tt_before["rgb"], tt_after["rgb"]], dim=2)
         video = save_turntable(list(frames), work / "turntable.mp4", fps=max(1, min(24, a.video_frames // 2)))
 
         # reconstruction check at a few training cameras (alpha 0 must still be the original scene)
-        train_cams = ctx.cameras()
-        idx = torch.linspace(0, len(train_cams) - 1, min(3, len(train_cams))).round().long().unique()
-        recon_cams = train_cams[idx]
-        if a.render_scale != 1.0:
-            recon_cams = rescaled(recon_cams, a.render_scale)
         dataset = original.datamanager.train_dataset
+        idx = recon_indices(len(ctx.cameras()))
         capture = torch.stack([dataset[int(i)]["image"][..., :3].float() for i in idx])
-        recon_after = render_views(edited, recon_cams, alpha=0.0, chunk=a.render_chunk,
-                                   description="Reconstruction (edited, alpha 0)")["rgb"]
-        recon_before = render_views(original, recon_cams, alpha=0.0, chunk=a.render_chunk,
-                                    description="Reconstruction (original)")["rgb"]
+        recon_after = renderer.render("edited", cams["recon"], 0.0, description="Reconstruction (edited, alpha 0)")["rgb"]
+        recon_before = renderer.render("original", cams["recon"], 0.0, description="Reconstruction (original)")["rgb"]
         # edit fidelity (eval/fidelity.py): edited alpha 1 vs the ORIGINAL run at ALL training cameras, on regions fixed
         # independently of the edit's masks, at <= METRICS_MAX_SIDE px (a regular pixel sample of every view: cheap)
-        h, w = (round(int(t.max()) * a.render_scale) for t in (train_cams.height, train_cams.width))
-        scale = a.render_scale * metrics_scale(h, w)
-        all_cams = train_cams if scale == 1.0 else rescaled(train_cams, scale)
-        fid_original = render_views(original, all_cams, alpha=0.0, chunk=a.render_chunk,
-                                    description="Fidelity (original, training views)")["rgb"]
-        fid_edited = render_views(edited, all_cams, alpha=1.0, chunk=a.render_chunk,
-                                  description="Fidelity (edited, training views)")["rgb"]
+        fid_original = renderer.render("original", cams["fidelity"], 0.0,
+                                       description="Fidelity (original, training views)")["rgb"]
+        fid_edited = renderer.render("edited", cams["fidelity"], 1.0,
+                                     description="Fidelity (edited, training views)")["rgb"]
         if capture.shape[1:3] != recon_after.shape[1:3]:
             capture = torch.nn.functional.interpolate(
                 capture.permute(0, 3, 1, 2), size=tuple(recon_after.shape[1:3]), mode="area"
@@ -185,7 +178,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
         inputs = EvalInputs(
             guide_views=ViewPair(before_all[:n_views], after_all[:n_views]), guides=guide_all[:n_views],
             masks=torch.cat(fg)[:n_views], num_in_domain=n_in,
-            crops_frontal=ViewPair(crops["crops_front"], edited_frontal_crop(ctx, edited)),
+            crops_frontal=ViewPair(crops["crops_front"], edited_frontal_crop(ctx, renderer)),
             crops_in_domain=ViewPair(crops["crops_in"], crops_in),
             path=ViewPair(tt_before["rgb"], tt_after["rgb"]),
             training_alpha0=recon_after, training_alpha0_before=recon_before, recon_capture=capture,
@@ -195,7 +188,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
             "ns-edit outputs step", edited_run=str(ctx.run.final), original_run=str(Path(a.load_config).absolute()),
             edit=ctx.checked.spec,
             settings={"render_scale": a.render_scale, "guide_views": n_views, "in_domain_views": n_in,
-                      "path": f"turntable arc, {a.video_frames} frames", "reconstruction_cameras": idx.tolist(),
+                      "path": f"turntable arc, {a.video_frames} frames", "reconstruction_cameras": [int(i) for i in idx],
                       "source_caption": inputs.source_caption, "target_caption": inputs.target_caption},
         )
         fill_metrics(metrics, inputs, networks_of_edit(ctx))
@@ -206,6 +199,7 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
         finish(metrics)
         write_json_atomic(metrics, work / "metrics.json")
         out["video"] = video.name
+        out["rendered_views"] = dict(renderer.rendered)
         return out
 
     return ctx.step("outputs", dict(frames=a.video_frames), compute, oom_flags=["--render-chunk", "--video-frames"])
@@ -218,11 +212,11 @@ def grid_rows(n: int, max_rows: int):
     return torch.linspace(0, n - 1, min(n, max_rows)).round().long().unique()
 
 
-def edited_frontal_crop(ctx: EditContext, edited) -> Any:
-    """The edited run's frontal view (alpha 1), cropped like the original frontal crop."""
+def edited_frontal_crop(ctx: EditContext, renderer) -> Any:
+    """The edited run's frontal view (alpha 1, through the outputs' ``renderer``), cropped like the original
+    frontal crop."""
     from nerfeditor_ns.edit.crops import extract_crops
-    from nerfeditor_ns.edit.render import render_views
 
     crops = ctx.results["crops"]
-    front = render_views(edited, ctx.frontal_camera(), alpha=1.0, chunk=ctx.args.render_chunk, progress=False)
+    front = renderer.render("edited", ctx.frontal_camera(), 1.0, description="Edited frontal view")
     return extract_crops(front["rgb"], crops["windows_front"], int(crops["resolution"]))
