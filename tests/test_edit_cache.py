@@ -108,8 +108,12 @@ def fake_crops(ctx: EditContext, counter: List[int]):
         counter.append(1)
         front = ctx.results["render"]["rgb_front"]
         save_image(front[0], ctx.run.work / "frontal.png")
-        return {"crops_front": front.permute(0, 3, 1, 2) * 2 - 1, "resolution": int(front.shape[1]),
-                "windows_front": torch.tensor([[0.0, 0.0, float(front.shape[2]), float(front.shape[1])]])}
+        out = {"resolution": int(front.shape[1])}
+        for tag in ("front", "in", "out"):  # whole-frame windows and crops, as the outputs step reads them
+            rgb = ctx.results["render"][f"rgb_{tag}"]
+            out[f"crops_{tag}"] = rgb.permute(0, 3, 1, 2) * 2 - 1
+            out[f"windows_{tag}"] = torch.tensor([[0.0, 0.0, float(rgb.shape[2]), float(rgb.shape[1])]] * rgb.shape[0])
+        return out
 
     return ctx.step("crops", dict(box_scale=ctx.args.box_scale), compute)
 
@@ -213,7 +217,7 @@ def test_outputs_step_renders_only_the_edited_run_once_per_view(ws, render_calls
         expected |= {(alpha, k) for k in camera_keys(batch)}
     assert set(views) == expected
     metrics = json.loads((ctx.run.work / "metrics.json").read_text())
-    assert metrics["reconstruction_psnr"] is not None and (ctx.run.work / out["video"]).is_file()
+    assert metrics["metrics"]["reconstruction_psnr"]["value"] is not None and (ctx.run.work / out["video"]).is_file()
 
 
 def test_cache_list_and_clean_leave_the_run_untouched(ws, capsys):

@@ -161,7 +161,8 @@ def test_edit_record_names_the_ablations_loss_weights_and_mask_source(tmp_path):
                   "views_from_masks": {"front": {"views": 1, "of": 1, "pixels_carried": 0.9}}},
         "outputs": {"video": "turntable.mp4"},
     }
-    ctx = SimpleNamespace(args=args, checked=checked, networks=checked.networks, run=checked.run, results=results)
+    ctx = SimpleNamespace(args=args, checked=checked, networks=checked.networks, run=checked.run, results=results,
+                          scene_cache=None)
     write_record(ctx, {"render": 1.0})
     record = json.loads((checked.run.work / EDIT_RECORD).read_text())
     assert record["ablations"] == args.ablations() and "w/o L_br" in record["ablations"]

@@ -30,7 +30,10 @@ SMALL = [
 # --mix-layer 1: a change well above the noise of 30 finetuning steps. At layer 2 the guides move the foreground by only
 # 0.021 (L1) and the L1 after finetuning ranged 0.021-0.033 with the random stream alone (measured); at layer 1 they
 # move it by 0.075 and finetuning brings it to 0.053
-REFERENCE_EDIT = ["--reference-image", str(REFERENCE), "--mix-layer", "1"]
+# --edit-region everywhere: the tiny run's viewer camera (test_ns_tools) frames mostly background, which the default
+# edit region keeps exactly the original; this one edit lets the residual act everywhere so every tool sees a change
+# (the default region is tested by the other edits and by test_edit_region.py)
+REFERENCE_EDIT = ["--reference-image", str(REFERENCE), "--mix-layer", "1", "--edit-region", "everywhere"]
 """The edit of :func:`make_reference_edit`."""
 
 
