@@ -24,7 +24,6 @@ Usage (2-core CPU: ~2 min training, ~2-3 min per edit)::
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
@@ -37,40 +36,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edit_fidelity import ns_edit_command, train_run  # noqa: E402  (the same run training and ns-edit command)
 SCENE_STEP_TARGET_S = 2.0
 RATIO_TARGET = 0.6
 OUTPUTS_SHARE_TARGET = 0.15
-
-
-def train_run(workdir: Path, data: Path, steps: int, seed: int) -> Path:
-    """nerfeditor-tiny through nerfstudio's Trainer (as the demo does); returns its config.yml."""
-    from nerfstudio.scripts.train import _set_random_seed
-
-    from nerfeditor_ns.method_configs import nerfeditor_tiny
-    from nerfeditor_ns.nerf.ns_compat import close_event_writers
-
-    cfg = copy.deepcopy(nerfeditor_tiny.config)
-    cfg.data = cfg.pipeline.datamanager.data = data.absolute()
-    cfg.output_dir = (workdir / "runs").absolute()
-    cfg.experiment_name, cfg.timestamp = "edit_cache", "original"
-    cfg.max_num_iterations, cfg.machine.seed = steps, seed
-    cfg.machine.device_type = "cpu"
-    cfg.vis = "tensorboard"
-    cfg.logging.local_writer.enable = False
-    cfg.save_config()
-    _set_random_seed(seed)
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    close_event_writers()
-    return cfg.get_base_dir() / "config.yml"
-
-
-def ns_edit_command() -> List[str]:
-    script = Path(sys.executable).parent / "ns-edit"
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from nerfeditor_ns.edit.cli import entrypoint; entrypoint()"]
 
 
 def run(command: List[str], log: Path, env: Dict[str, str]) -> Tuple[float, float]:
@@ -174,7 +144,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     logs = work / "logs"
     started = time.time()
-    config = args.load_config or train_run(work, args.data, args.train_steps, seed=42)
+    config = args.load_config or train_run(work, args.data, args.train_steps, seed=42, experiment="edit_cache",
+                                           device_type="cpu")
     train_s = time.time() - started
     cache_root = work / "cache"
     mapper = hidden_mapper(DEFAULT_GENERATOR, cache_root, args.mapper_steps, env, logs)

@@ -134,8 +134,10 @@ def downscaled_copy(data: Path, factor: int, dest: Path) -> Path:
     return dest
 
 
-def train_run(workdir: Path, data: Path, steps: int, seed: int) -> Path:
-    """nerfeditor-tiny through nerfstudio's Trainer (as the demo does); returns its config.yml."""
+def train_run(workdir: Path, data: Path, steps: int, seed: int, experiment: str = "fidelity",
+              device_type: Optional[str] = None) -> Path:
+    """nerfeditor-tiny through nerfstudio's Trainer (as the demo does) into ``<workdir>/runs/<experiment>``; returns
+    its config.yml (``device_type``: e.g. "cpu"; default: the preset's)."""
     from nerfstudio.scripts.train import _set_random_seed
 
     from nerfeditor_ns.nerf.ns_compat import close_event_writers
@@ -144,8 +146,10 @@ def train_run(workdir: Path, data: Path, steps: int, seed: int) -> Path:
     cfg = copy.deepcopy(nerfeditor_tiny.config)
     cfg.data = cfg.pipeline.datamanager.data = data.absolute()
     cfg.output_dir = (workdir / "runs").absolute()
-    cfg.experiment_name, cfg.timestamp = "fidelity", "original"
+    cfg.experiment_name, cfg.timestamp = experiment, "original"
     cfg.max_num_iterations, cfg.machine.seed = steps, seed
+    if device_type is not None:
+        cfg.machine.device_type = device_type  # type: ignore[assignment]
     cfg.vis = "tensorboard"
     cfg.logging.local_writer.enable = False
     cfg.save_config()

@@ -63,12 +63,23 @@ def transfer_change(
         raise ValueError(f"{edited.shape[0]} crops for {n} renders.")
     delta = (edited.float() - unedited.float()) / 2  # [-1, 1] crop units -> [0, 1] image units
     change = resample_into_windows(delta, windows, h, w).to(renders.device)
+    return blend_change(renders, change, windows, mask, feather)
+
+
+def blend_change(
+    renders: Float[Tensor, "N H W 3"],
+    change: Float[Tensor, "N H W 3"],
+    windows: Float[Tensor, "N 4"],
+    mask: Optional[Float[Tensor, "N H W 1"]],
+    feather: float,
+) -> Tuple[Float[Tensor, "N H W 3"], Float[Tensor, "N H W 1"]]:
+    """``render + M * change`` with ``M`` = feathered window x mask; untouched pixels keep the render exactly."""
+    _, h, w, _ = renders.shape
     m = paste_mask(windows, h, w, feather).to(renders.device)
     if mask is not None:
         m = m * mask.to(m)
     step = m * change
-    guides = torch.where(step != 0, (renders + step).clamp(0, 1), renders)
-    return guides, m
+    return torch.where(step != 0, (renders + step).clamp(0, 1), renders), m
 
 
 COLOUR_FEATURES = 10
@@ -111,13 +122,8 @@ def colour_change_guides(
     feather: float = 0.1,
 ) -> Tuple[Float[Tensor, "N H W 3"], Float[Tensor, "N H W 1"]]:
     """``render + M * phi(render) B`` at full resolution (``M`` as in :func:`transfer_change`); guides and ``M``."""
-    n, h, w, _ = renders.shape
     change = colour_features(renders.float()) @ colour_map.to(renders)
-    m = paste_mask(windows, h, w, feather).to(renders.device)
-    if mask is not None:
-        m = m * mask.to(m)
-    step = m * change
-    return torch.where(step != 0, (renders + step).clamp(0, 1), renders), m
+    return blend_change(renders, change, windows, mask, feather)
 
 
 def _batched(fn, n: int, batch_size: int):
