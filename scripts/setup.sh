@@ -12,5 +12,5 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch + torchvision first, as a pair that works together (PyPI builds; CUDA build also runs on CPU).
 "$VENV/bin/python" -m pip install -q "torch==2.14.0" "torchvision==0.29.2"
-"$VENV/bin/python" -m pip install -q -e ".[test,clip,eval]"
+"$VENV/bin/python" -m pip install -q -e ".[test,clip,eval,faces]"
 echo "[setup] ready: $VENV"

@@ -157,6 +157,19 @@ def test_guide_fraction_and_per_ray_values(dm):
     assert per_set[0] == 0 and abs(int(per_set[1]) - 384) < 50
 
 
+def test_all_guide_batches_have_no_original_ray(dm):
+    """guide_ray_fraction = 1 (ns-edit's finetune with the original frozen): every ray is a guide ray."""
+    _two_sets(dm)
+    old, dm.config.guide_ray_fraction = dm.config.guide_ray_fraction, 1.0
+    try:
+        bundle, batch = dm.next_train(0)
+    finally:
+        dm.config.guide_ray_fraction = old
+    assert len(bundle) == NUM_RAYS and batch["ray_counts"]["original"] == 0
+    assert bool((batch["set_index"] > 0).all()) and bool((batch["alpha"] > 0).all())
+    _check_rays(dm, bundle, batch)
+
+
 def test_guide_rays_come_from_their_own_cameras(dm):
     _two_sets(dm)
     bundle, batch = dm.next_train(0)

@@ -88,6 +88,9 @@ def test_loss_weight_overrides_land_in_the_new_runs_config_only(tmp_path):
     unfrozen = ft.build_finetune_config(original, run_dir, run_dir / "guides", finetune_steps=3,
                                         loss_weights={"original_loss_mult": 0.0}, freeze_original=False)
     assert unfrozen.pipeline.model.freeze_original is False and original.pipeline.model.freeze_original is True
+    # frozen original: original rays would train nothing, so batches are guide rays only; unfrozen: the run's mix
+    assert plain.pipeline.datamanager.guide_ray_fraction == 1.0
+    assert unfrozen.pipeline.datamanager.guide_ray_fraction == original.pipeline.datamanager.guide_ray_fraction < 1
     with pytest.raises(ValueError, match="not a finetune loss weight"):
         ft.build_finetune_config(original, run_dir, run_dir / "guides", loss_weights={"style_loss_mult": 0.0})
 
@@ -162,7 +165,7 @@ def test_edit_record_names_the_ablations_loss_weights_and_mask_source(tmp_path):
         "outputs": {"video": "turntable.mp4"},
     }
     ctx = SimpleNamespace(args=args, checked=checked, networks=checked.networks, run=checked.run, results=results,
-                          scene_cache=None)
+                          scene_cache=None, mode=checked.mode)
     write_record(ctx, {"render": 1.0})
     record = json.loads((checked.run.work / EDIT_RECORD).read_text())
     assert record["ablations"] == args.ablations() and "w/o L_br" in record["ablations"]
@@ -171,3 +174,21 @@ def test_edit_record_names_the_ablations_loss_weights_and_mask_source(tmp_path):
     assert record["adjustor"] == {"final_loss": 0.1, "differentiable": False}
     assert record["mask_source"] == "mask_dir" and record["masks"]["mask_folder"] == str(tmp_path)
     assert record["masks"]["views_from_masks"]["front"]["views"] == 1
+    assert record["guide_change"]["out_of_domain"] == args.out_of_domain_change
+    assert record["guide_change"]["in_domain"] == ("colour-map" if checked.mode == "reference_image" else "generator")
+
+
+def test_in_domain_change_follows_the_mode():
+    """"auto": a reference image's style mix carries colour layers, so its in-domain change is the fitted colour
+    map; the other modes (which may change shape) use the generator's own change; an explicit choice wins."""
+    from types import SimpleNamespace
+
+    from nerfeditor_ns.edit.steps_guides import in_domain_change
+
+    def ctx(mode: str, choice: str = "auto"):
+        return SimpleNamespace(mode=mode, args=SimpleNamespace(in_domain_change=choice))
+
+    assert in_domain_change(ctx("reference_image")) == "colour-map"
+    assert [in_domain_change(ctx(m)) for m in ("prompt", "direction", "edited_image")] == ["generator"] * 3
+    assert in_domain_change(ctx("reference_image", "generator")) == "generator"
+    assert in_domain_change(ctx("direction", "colour-map")) == "colour-map"

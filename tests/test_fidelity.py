@@ -15,6 +15,8 @@ import torch
 from nerfeditor_ns.eval.fidelity import (
     ALIGNED_FACE_BOX,
     Regions,
+    background_from_person,
+    kept_psnr_where,
     domain_spread,
     fidelity_report,
     fraction_changed,
@@ -182,3 +184,27 @@ def test_metrics_scale_caps_the_longest_side():
     assert metrics_scale(20, 30) == 1.0  # never upsampled
     with pytest.raises(ValueError, match="positive"):
         metrics_scale(0, 10)
+
+
+def test_background_keeps_a_margin_from_the_person():
+    person = torch.zeros(1, S, S)
+    person[0, 8:12, 8:12] = 0.9  # a 4 x 4 person; margin 0.1 of 20 px = 2 px around it
+    back = background_from_person(person, margin=0.1)
+    assert not bool(back[0, 6:14, 6:14].any())  # the person and the 2 px band around it
+    assert int(back[0].sum()) == S * S - 8 * 8
+    assert bool(background_from_person(person * 0.4).all())  # below the threshold: no person at all
+
+
+def test_kept_psnr_where_by_hand_and_nan_without_background():
+    original = torch.zeros(2, S, S, 3)
+    edited = original.clone()
+    edited[:, :, :10] = 0.1  # left half changed by 0.1 (MSE 0.01 there)
+    where = torch.zeros(2, S, S, dtype=torch.bool)
+    where[0, :, :10] = True  # view 0: the changed half -> 20 dB
+    where[1, :, 10:] = True  # view 1: the untouched half -> 100 dB (MSE floor)
+    psnr = kept_psnr_where(edited, original, where)
+    assert float(psnr[0]) == pytest.approx(20.0, abs=1e-4) and float(psnr[1]) == pytest.approx(100.0, abs=1e-4)
+    none = kept_psnr_where(edited, original, torch.zeros(2, S, S, dtype=torch.bool))
+    assert bool(torch.isnan(none).all())
+    with pytest.raises(ValueError, match=r"must be \[N, H, W\]"):
+        kept_psnr_where(edited, original, where[:1])

@@ -85,8 +85,9 @@ class EditArgs(NetworkArgs):
     # ---- geometry ----
     frontal_camera: Optional[int] = None
     """Index of the training camera used as the frontal view (default: chosen automatically)."""
-    in_domain_yaw: float = 30.0
-    """Half-width (degrees) of the in-domain yaw range around the frontal view (the GAN's pose range)."""
+    in_domain_yaw: Optional[float] = None
+    """Half-width (degrees) of the in-domain yaw range around the frontal view (the GAN's pose range). Default: 30,
+    or the largest yaw the capture reaches if that is less."""
     in_domain_pitch: float = 20.0
     """Half-width (degrees) of the in-domain pitch range."""
     num_in_yaw: int = 7
@@ -94,7 +95,8 @@ class EditArgs(NetworkArgs):
     num_in_pitch: int = 3
     """In-domain views along pitch."""
     num_out_domain: int = 8
-    """Out-of-domain views (rest of the orbit), stylized through the hidden mapper; 0 = none."""
+    """Out-of-domain views (rest of the orbit, beyond the in-domain yaw); 0 = none. None are made (with a note)
+    when no training view lies beyond the in-domain yaw range: every view then gets an in-domain guide."""
     render_scale: float = 1.0
     """Scale of the rendered views relative to the training images (lower it if out of memory or slow)."""
     box_scale: float = 1.0
@@ -128,6 +130,13 @@ class EditArgs(NetworkArgs):
     """Guide the out-of-domain views (Sec. 3.3; how: --out-of-domain-change). --no-out-of-domain-guides is the paper's
     "w/o hidden mapper" ablation (Fig. 9): only the in-domain views are guided; the out-of-domain views are still
     rendered and evaluated. Recorded in edit.json."""
+    in_domain_change: Literal["auto", "generator", "colour-map"] = "auto"
+    """How the in-domain guides get the edit's change: "generator" moves the generator's own per-pixel change
+    (G'(edited code) - G'(unedited code) at the view's pose; the paper's Eq. 1 guides, which can change shape, e.g.
+    an expression); "colour-map" applies the in-domain change as a function of colour (the same fitted map as
+    --out-of-domain-change colour-map) to the in-domain renders: colour edits only (skin, hair), the same change
+    in every view, without the generator's blur or misplaced detail. "auto": colour-map for --reference-image
+    (style mixing takes the reference's colour layers) and generator for the other modes."""
     out_of_domain_change: Literal["colour-map", "hidden-mapper"] = "colour-map"
     """How the out-of-domain guides get the edit's change: "colour-map" fits the in-domain change as a function of
     colour (quadratic RGB map over the foreground of the in-domain crop pairs) and applies it to the out-of-domain

@@ -3,7 +3,7 @@
 - :func:`check_frontal_index_early`: ``--frontal-camera`` below 0, or not below the number of frames of the run's
   ``transforms.json``, refused from the run's config text alone (no torch, no nerfstudio). The exact bound (the
   number of *training* cameras) is checked once the run is loaded (``views.analyse_capture``).
-- :func:`check_yaw_coverage`: the capture's views must span enough yaw for the in-domain / out-of-domain split the
+- :func:`check_yaw_coverage`: resolves the in-domain / out-of-domain split for the capture's yaw; the views must span enough yaw for the split the
   flags ask for (see the function for the two rules).
 - :func:`check_subject_rendered`: a run trained too briefly renders a flat haze and no surface in the subject box;
   the GAN would then invert fog.
@@ -18,7 +18,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from nerfeditor_ns.edit.errors import EditError
 
@@ -75,40 +75,53 @@ def check_frontal_index_early(frontal_camera: Optional[int], config_path: Path) 
 
 
 # ------------------------------------------------------------------------------------------------ yaw coverage
+DEFAULT_IN_DOMAIN_YAW = 30.0
+"""Half-width (degrees) of the in-domain yaw range when ``--in-domain-yaw`` is not given: the pose range of an
+FFHQ-style face generator (the paper's in-domain views)."""
+
+
 def check_yaw_coverage(
-    yaw: "Float[Tensor, 'N']", in_domain_yaw: float, num_in_yaw: int, num_out_domain: int
-) -> Dict[str, float]:
-    """Does the capture span enough yaw for the split the flags ask for? Returns the captured range (degrees).
+    yaw: "Float[Tensor, 'N']", in_domain_yaw: Optional[float], num_in_yaw: int, num_out_domain: int
+) -> Dict[str, Any]:
+    """Resolve the in/out-of-domain split for this capture and refuse one the capture cannot give.
 
-    Rules (yaw of every training camera relative to the frontal one):
+    Returns the captured range (degrees), the resolved ``in_domain_yaw`` and ``num_out_domain``, and ``notes`` that
+    say what was resolved. Rules (yaw of every training camera relative to the frontal one; ``reach`` = the
+    largest |yaw|):
 
-    - in-domain: with more than one in-domain yaw, the captured yaw range (max - min) must be at least
-      ``in_domain_yaw`` (half the in-domain range): otherwise most in-domain views are extrapolated far from any
-      training view and the adjustor learns poses from renders the NeRF never saw.
-    - out-of-domain: with ``num_out_domain > 0``, at least one training camera must lie beyond the in-domain yaw
-      range; otherwise every out-of-domain view is pure extrapolation (and, with the capture inside the in-domain
-      range plus its margin, none may be made at all).
+    - ``in_domain_yaw`` None (the default): :data:`DEFAULT_IN_DOMAIN_YAW`, or ``reach`` when the capture does not
+      reach that far, so in-domain views stay within what the NeRF saw.
+    - an explicit ``in_domain_yaw`` with more than one in-domain yaw: the captured yaw range (max - min) must be at
+      least ``in_domain_yaw`` (half the in-domain range): otherwise most in-domain views are extrapolated far from
+      any training view and the adjustor learns poses from renders the NeRF never saw.
+    - out-of-domain views are made only when a training camera lies beyond the in-domain yaw range: otherwise every
+      out-of-domain view would be pure extrapolation, and every captured view is covered by in-domain guides
+      already; ``num_out_domain`` is then 0, with a note.
     """
     lo = math.degrees(float(yaw.min()))
     hi = math.degrees(float(yaw.max()))
     span, reach = hi - lo, max(abs(lo), abs(hi))
-    info = {"yaw_min_deg": lo, "yaw_max_deg": hi, "yaw_span_deg": span}
-    if num_in_yaw > 1 and span + 1e-6 < in_domain_yaw:
+    notes: List[str] = []
+    if in_domain_yaw is None:
+        in_domain_yaw = min(DEFAULT_IN_DOMAIN_YAW, round(reach, 1))
+        if in_domain_yaw < DEFAULT_IN_DOMAIN_YAW:
+            notes.append(f"the capture reaches only {reach:.1f} deg of yaw: in-domain views span +-{in_domain_yaw:g} "
+                         f"deg (not +-{DEFAULT_IN_DOMAIN_YAW:g}); pass --in-domain-yaw to choose.")
+    elif num_in_yaw > 1 and span + 1e-6 < in_domain_yaw:
         raise EditError(
             f"The capture's views span only {span:.1f} deg of yaw ({lo:+.1f} to {hi:+.1f} deg around the frontal "
             f"view), too little for in-domain views across +-{in_domain_yaw:g} deg: they would be extrapolated far "
             "beyond what the NeRF saw.",
             f"capture the subject from more sides (a sweep of at least {in_domain_yaw:g} deg), or lower "
-            f"--in-domain-yaw to at most {max(span, 0.0):.0f} (or --num-in-yaw 1 for the frontal yaw only).",
+            f"--in-domain-yaw to at most {max(span, 0.0):.0f} (or leave it out: it then follows the capture).",
         )
     if num_out_domain > 0 and reach <= in_domain_yaw + 1e-6:
-        raise EditError(
-            f"--num-out-domain {num_out_domain} asks for out-of-domain views beyond +-{in_domain_yaw:g} deg of yaw, "
-            f"but no training view lies there (the capture reaches {reach:.1f} deg).",
-            f"pass --num-out-domain 0, lower --in-domain-yaw below {reach:.0f}, or capture the subject from further "
-            "around.",
-        )
-    return info
+        notes.append(f"no training view lies beyond +-{in_domain_yaw:g} deg of yaw (the capture reaches "
+                     f"{reach:.1f} deg): every view is in-domain, so no out-of-domain views are made "
+                     f"(--num-out-domain {num_out_domain} ignored).")
+        num_out_domain = 0
+    return {"yaw_min_deg": lo, "yaw_max_deg": hi, "yaw_span_deg": span, "in_domain_yaw": float(in_domain_yaw),
+            "num_out_domain": int(num_out_domain), "notes": notes}
 
 
 # ------------------------------------------------------------------------------------------------ subject rendered

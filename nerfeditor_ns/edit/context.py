@@ -206,6 +206,19 @@ class EditContext:
         """Training cameras of the original run."""
         return self.original()[1].datamanager.train_dataset.cameras
 
+    def geometry(self):
+        """The capture's frontal camera, orbit and per-camera yaw / pitch (independent of the view-split flags)."""
+
+        def make():
+            from nerfeditor_ns.edit.views import analyse_capture
+
+            try:
+                return analyse_capture(self.cameras(), self.args.frontal_camera)
+            except ValueError as err:
+                raise EditError(f"Cannot build the edit views: {err}", "check --frontal-camera.") from None
+
+        return self._once("geometry", make)
+
     def views(self):
         """In-/out-of-domain view set (deterministic given the run and the geometry flags)."""
 
@@ -219,7 +232,8 @@ class EditContext:
             try:
                 return make_view_set(cameras, frontal_index=a.frontal_camera, in_domain_yaw=a.in_domain_yaw,
                                      in_domain_pitch=a.in_domain_pitch, num_in_yaw=a.num_in_yaw,
-                                     num_in_pitch=a.num_in_pitch, num_out=a.num_out_domain)
+                                     num_in_pitch=a.num_in_pitch, num_out=a.num_out_domain,
+                                     geometry=self.geometry())
             except ValueError as err:
                 raise EditError(f"Cannot build the edit views: {err}",
                                 "check --frontal-camera / --in-domain-yaw.") from None

@@ -2,7 +2,8 @@
 ``capture_checks.py``).
 
 - :func:`check_capture`: after the networks are checked, before anything is written: the frontal camera index
-  against the loaded run's training cameras, and the yaw the capture spans against the in/out-of-domain split.
+  against the loaded run's training cameras, and the yaw the capture spans against the in/out-of-domain split (which
+  follows the capture where the flags leave it open).
 - :func:`inversion_fidelity`: called by the ``invert`` step: the frontal crop's reconstruction figures and the
   generator's cached self-inversion calibration (cached with the step's result).
 - :func:`check_after_step`: between steps: after ``masks`` a run that renders nothing in the subject box is refused;
@@ -23,7 +24,13 @@ def check_capture(ctx: EditContext) -> None:
     from nerfeditor_ns.edit.capture_checks import check_yaw_coverage
 
     a = ctx.args
-    check_yaw_coverage(ctx.views().geometry.yaw, a.in_domain_yaw, a.num_in_yaw, a.num_out_domain)
+    split = check_yaw_coverage(ctx.geometry().yaw, a.in_domain_yaw, a.num_in_yaw, a.num_out_domain)
+    # the split follows the capture where the flags leave it open: every later step (the view set, the scene cache
+    # keys, edit.json's settings) sees the resolved values
+    a.in_domain_yaw, a.num_out_domain = split["in_domain_yaw"], split["num_out_domain"]
+    for note in split["notes"]:
+        ctx.checked.notes.append(note)
+        ctx.console.print(f"[yellow]note:[/yellow] {note}")
 
 
 def inversion_fidelity(ctx: EditContext, recon: "Any", crop: "Any") -> Dict[str, Any]:

@@ -49,6 +49,7 @@ from nerfeditor_ns.edit.cache_args import CacheCleanArgs, CacheListArgs
 from nerfeditor_ns.edit.checks import validate_inputs
 from nerfeditor_ns.edit.context import GUIDES_DIRNAME, EditContext, choose_device, console, load_network
 from nerfeditor_ns.edit.domain_steps import check_after_step, check_capture
+from nerfeditor_ns.edit.steps_guides import in_domain_change
 from nerfeditor_ns.edit.errors import EditError, out_of_memory_hint
 from nerfeditor_ns.edit.networks import check_networks_for_mode, network_hashes, resolve_networks
 from nerfeditor_ns.edit.output_views import step_original_views
@@ -144,6 +145,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
         "ablations": ctx.args.ablations(),
         "adjustor": {k: v for k, v in ctx.results["adjustor"].items() if k != "state"},
+        "guide_change": {"in_domain": in_domain_change(ctx), "out_of_domain": ctx.args.out_of_domain_change},
         "mask_source": ctx.results["masks"].get("source"),
         "edit_region": edit_region_record(ctx),
         "masks": {k: ctx.results["masks"].get(k) for k in ("mask_folder", "views_from_masks", "nerf_masks")},

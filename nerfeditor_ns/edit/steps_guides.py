@@ -70,6 +70,15 @@ def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
     return out
 
 
+def in_domain_change(ctx: EditContext) -> str:
+    """The in-domain change actually used: ``--in-domain-change``, with "auto" resolved by the edit mode (colour-map
+    for a reference image, whose style mixing takes the reference's colour layers; generator otherwise)."""
+    choice = ctx.args.in_domain_change
+    if choice == "auto":
+        return "colour-map" if ctx.mode == "reference_image" else "generator"
+    return choice
+
+
 def step_guides(ctx: EditContext) -> Dict[str, Any]:
     """Step 8 — Sec. 3.2 (I_in, Eq. 1) and Sec. 3.3 (I_out, Alg. 1 at inference): the edit's change transferred onto
     the renders, G' = the finetuned generator: in-domain G'(w_style + V(k*d)) - G'(w + V(k*d)) per pose; out-of-domain
@@ -92,7 +101,8 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     w_frontal = ctx.results["invert"]["w_frontal"]
     gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
     inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change",
-                  out_of_domain=a.out_of_domain_guides, out_change=a.out_of_domain_change)
+                  out_of_domain=a.out_of_domain_guides, out_change=a.out_of_domain_change,
+                  in_change=in_domain_change(ctx))
 
     def compute():
         if ctx.mode == "style_image":
@@ -103,14 +113,22 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
         tuned = finetuned_generator(ctx)
         pose = poses(views.theta_in, views.phi_in)
         edited, unedited = in_domain_crops(tuned, load_adjustor(ctx), w_frontal, w_style, pose, a.adjustor_batch)
-        g_in = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"], masks["mask_in"])
-        out = {"crops_in": edited, "crops_in_unedited": unedited, "guide_in": g_in["guide"]}
-        if guides_out_of_domain(ctx) and a.out_of_domain_change == "colour-map":
+        out = {"crops_in": edited, "crops_in_unedited": unedited}
+        use_map_out = guides_out_of_domain(ctx) and a.out_of_domain_change == "colour-map"
+        in_change = in_domain_change(ctx)
+        if in_change == "colour-map" or use_map_out:
             # the in-domain change as a function of colour, fitted on the crops' foreground (guide_transfer.py)
             fg = extract_crops(masks["mask_in"].expand(-1, -1, -1, 3), crops["windows_in"], edited.shape[-1])
-            colour_map = fit_colour_change(unedited, edited, (fg[:, :1] + 1) / 2)
-            guide_out, _ = colour_change_guides(render["rgb_out"], colour_map, crops["windows_out"], masks["mask_out"])
-            out.update({"colour_map": colour_map, "guide_out": guide_out})
+            out["colour_map"] = fit_colour_change(unedited, edited, (fg[:, :1] + 1) / 2)
+        if in_change == "colour-map":
+            out["guide_in"], _ = colour_change_guides(render["rgb_in"], out["colour_map"], crops["windows_in"],
+                                                      masks["mask_in"])
+        else:
+            out["guide_in"] = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"],
+                                                masks["mask_in"])["guide"]
+        if use_map_out:
+            out["guide_out"], _ = colour_change_guides(render["rgb_out"], out["colour_map"], crops["windows_out"],
+                                                       masks["mask_out"])
         elif guides_out_of_domain(ctx):
             mapper = hidden_mapper_for(ctx, gen_path, ctx.generator())  # trained for (and checked against) G
             edited, unedited = out_of_domain_crops(tuned, mapper, crops["crops_out"], w_frontal, w_style,

@@ -19,6 +19,9 @@ of one of the ring's edges. Images are float [N, H, W, 3] in [0, 1] unless state
 
 Definitions (per view n):
 
+- **kept PSNR in the background** (:func:`kept_psnr_where` on :func:`background_from_person`): the same PSNR over
+  the pixels farther than :data:`BACKGROUND_MARGIN` from the person, the person segmented on the ORIGINAL image
+  by a segmentation model; framing-independent, unlike the ring.
 - **kept PSNR outside the subject**: ``10 log10(1 / MSE_n)`` with ``MSE_n`` the mean of ``(edited - original)^2``
   over the ring's pixels and the 3 channels (floored at 1e-10 as in :mod:`nerfeditor_ns.eval.metrics`, so
   identical images give 100 dB); reported per view with its min and mean (mean of the per-view dB values).
@@ -126,6 +129,43 @@ def kept_psnr_outside(
     _, ring = regions.masks(edited.shape[1], edited.shape[2])
     err = ((edited - original) ** 2)[:, ring].mean(dim=(1, 2)).double()
     return (10.0 * torch.log10(1.0 / err.clamp_min(MSE_FLOOR))).float()
+
+
+BACKGROUND_MARGIN = 0.05
+"""How far (a fraction of the longer image side) a pixel must lie from the person to count as background: the
+person segmentation's outline is uncertain by a few pixels on a 64 px render."""
+
+
+def background_from_person(
+    person: Float[Tensor, "N H W"], margin: float = BACKGROUND_MARGIN, threshold: float = 0.5
+) -> Bool[Tensor, "N H W"]:
+    """Background pixels: farther than ``margin`` from every pixel whose person probability is > ``threshold``.
+
+    ``person`` comes from a segmentation of the ORIGINAL images (e.g.
+    :func:`nerfeditor_ns.mediapipe_models.person_masks`), so it does not depend on the edit. It covers the person's
+    hair and clothes too: the background is what the edit of a person must never touch, whatever the framing (in a
+    close-up the fixed ring can hold the chin, which a skin edit must change).
+    """
+    if person.ndim != 3:
+        raise ValueError(f"Expected [N, H, W] person masks, got {tuple(person.shape)}.")
+    k = max(1, round(margin * max(person.shape[1], person.shape[2])))
+    inside = (person.detach().float().cpu() > threshold).float()[:, None]
+    grown = torch.nn.functional.max_pool2d(inside, kernel_size=2 * k + 1, stride=1, padding=k)[:, 0]
+    return grown == 0
+
+
+def kept_psnr_where(
+    edited: Float[Tensor, "N H W 3"], original: Float[Tensor, "N H W 3"], where: Bool[Tensor, "N H W"]
+) -> Float[Tensor, "N"]:
+    """Per-view PSNR (dB) over the pixels selected per view by ``where`` (NaN for a view without such a pixel)."""
+    edited, original = _pair(edited, original)
+    if where.shape != edited.shape[:3]:
+        raise ValueError(f"where {tuple(where.shape)} must be [N, H, W] = {tuple(edited.shape[:3])}.")
+    sq = ((edited - original) ** 2).mean(dim=-1).double()
+    count = where.double().sum(dim=(1, 2))
+    mse = (sq * where.double()).sum(dim=(1, 2)) / count.clamp_min(1)
+    psnr = 10.0 * torch.log10(1.0 / mse.clamp_min(MSE_FLOOR))
+    return torch.where(count > 0, psnr, torch.full_like(psnr, float("nan"))).float()
 
 
 def subject_change(

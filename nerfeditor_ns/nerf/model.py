@@ -399,7 +399,7 @@ class NerfEditorModel(NerfactoModel):
     def get_metrics_dict(self, outputs, batch):
         metrics_dict = super().get_metrics_dict(outputs, batch)
         split = self._guide_split(batch, outputs["rgb"].device)
-        if split is not None:  # PSNR of the original rays only
+        if split is not None and bool(split[0].any()):  # PSNR of the original rays only
             original, _ = split
             gt_rgb = self.renderer_rgb.blend_background(batch["image"].to(self.device))
             metrics_dict["psnr"] = self.psnr(outputs["rgb"][original], gt_rgb[original])

@@ -1,0 +1,91 @@
+"""The pretrained models that ship inside the ``mediapipe`` wheel, behind one small interface.
+
+``pip install "nerfeditor-ns[faces]"`` installs mediapipe 0.10.11, whose wheel carries its models (nothing is
+downloaded at run time). Every feature of the project that needs a person or face model goes through this module:
+
+- :func:`person_masks`: soft person masks (MediaPipe selfie segmentation, the general 256 x 256 model): person,
+  hair and clothes = 1, background = 0. The edit-fidelity benchmark measures "outside the subject" on them.
+- :func:`face_boxes`: the most confident face box per image (MediaPipe face detection, short range).
+
+mediapipe is imported lazily, on the first call: importing this module is cheap and works without it;
+:func:`available` says whether it is installed, and a call without it raises :class:`MediapipeUnavailable` with
+the install command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, List, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.nn import functional as F
+
+INSTALL_HINT = 'pip install "nerfeditor-ns[faces]"  (mediapipe 0.10.11; its models ship inside the wheel)'
+MODEL_SIZE = 256
+"""Images smaller than this are upsampled to it (bilinear) before a model sees them: both models work at 256 px
+internally, and a 64 px render would otherwise lose the person's outline."""
+
+
+class MediapipeUnavailable(ImportError):
+    """mediapipe is not installed (the ``faces`` extra)."""
+
+
+def available() -> bool:
+    """Whether mediapipe can be imported (without importing it)."""
+    return importlib.util.find_spec("mediapipe") is not None
+
+
+def _solutions() -> Any:
+    try:
+        import mediapipe as mp
+    except ImportError as err:
+        raise MediapipeUnavailable(f"mediapipe is not installed ({err}). Install it with: {INSTALL_HINT}") from None
+    return mp.solutions
+
+
+def _as_uint8(images: Float[Tensor, "N H W 3"]) -> Tuple[List[Any], int, int]:
+    """[0, 1] float images -> uint8 HxWx3 numpy arrays at >= MODEL_SIZE on the short side, and the original H, W."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"Expected [N, H, W, 3] RGB images in [0, 1], got {tuple(images.shape)}.")
+    n, h, w, _ = images.shape
+    x = images.detach().float().cpu().clamp(0, 1).permute(0, 3, 1, 2)
+    scale = max(1.0, MODEL_SIZE / min(h, w))
+    if scale > 1.0:
+        x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear", align_corners=False)
+    arrays = [(img.permute(1, 2, 0) * 255).round().to(torch.uint8).contiguous().numpy() for img in x]
+    return arrays, h, w
+
+
+def person_masks(images: Float[Tensor, "N H W 3"]) -> Float[Tensor, "N H W"]:
+    """Soft person masks in [0, 1] at the images' size (selfie segmentation, general model)."""
+    arrays, h, w = _as_uint8(images)
+    masks = []
+    with _solutions().selfie_segmentation.SelfieSegmentation(model_selection=0) as model:
+        for array in arrays:
+            result = model.process(array)
+            masks.append(torch.from_numpy(result.segmentation_mask.copy()).float())
+    stacked = torch.stack(masks)[:, None]
+    if stacked.shape[-2:] != (h, w):
+        stacked = F.interpolate(stacked, size=(h, w), mode="bilinear", align_corners=False)
+    return stacked[:, 0].clamp(0, 1)
+
+
+def face_boxes(
+    images: Float[Tensor, "N H W 3"], min_confidence: float = 0.5
+) -> List[Optional[Tuple[float, float, float, float]]]:
+    """The most confident face per image as (x0, y0, x1, y1) fractions of the image, or None where none is found
+    (face detection, short-range model: faces within about 2 m of the camera)."""
+    arrays, _, _ = _as_uint8(images)
+    boxes: List[Optional[Tuple[float, float, float, float]]] = []
+    with _solutions().face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_confidence) as model:
+        for array in arrays:
+            detections = model.process(array).detections or []
+            if not detections:
+                boxes.append(None)
+                continue
+            best = max(detections, key=lambda d: d.score[0])
+            b = best.location_data.relative_bounding_box
+            boxes.append((float(b.xmin), float(b.ymin), float(b.xmin + b.width), float(b.ymin + b.height)))
+    return boxes
