@@ -211,18 +211,21 @@ def read_json(path: Path) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ measuring
-def background_of(images):
-    """Background pixels of ORIGINAL renders (person segmentation, nerfeditor_ns.mediapipe_models), or None without
-    mediapipe (the ``faces`` extra): the outside criterion then falls back to the fixed ring."""
+def segment(images):
+    """(background, subject) pixels of ORIGINAL renders from a person segmentation (nerfeditor_ns.mediapipe_models):
+    the background keeps a margin from the person; the subject is the person's pixels inside the subject box. None
+    without mediapipe (the ``faces`` extra): the criteria then fall back to the fixed ring and box."""
     from nerfeditor_ns import mediapipe_models
     from nerfeditor_ns.eval import fidelity as fid
 
     if not mediapipe_models.available():
         return None
-    return fid.background_from_person(mediapipe_models.person_masks(images))
+    person = mediapipe_models.person_masks(images)
+    box, _ = fid.DEFAULT_REGIONS.masks(images.shape[1], images.shape[2])
+    return fid.background_from_person(person), (person > 0.5) & box[None]
 
 
-def measure(result: EditResult, original, original_train, train_cams, chunk: int, background_train=None) -> None:
+def measure(result: EditResult, original, original_train, train_cams, chunk: int, segments_train=None) -> None:
     """Render the edited run, compute the figures and the PASS / FAIL checks of one edit."""
     import torch
 
@@ -245,18 +248,21 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
     del edited
 
     groups = [("train", edited_train, original_train)]
-    backgrounds = {"train": background_train}
+    segments = {"train": segments_train}
     if edited_ood is not None:
         groups.append(("ood", edited_ood, original_ood))
-        backgrounds["ood"] = background_of(original_ood) if background_train is not None else None
+        segments["ood"] = segment(original_ood) if segments_train is not None else None
     figs: Dict[str, Any] = {"num_views": {g: int(e.shape[0]) for g, e, _ in groups}}
     whole = {g: torch.tensor([psnr(e[i : i + 1], o[i : i + 1]) for i in range(e.shape[0])]) for g, e, o in groups}
     ring = {g: fid.kept_psnr_outside(e, o) for g, e, o in groups}
     change = {g: fid.subject_change(e, o) for g, e, o in groups}
     all_whole, all_ring, all_change = (torch.cat(list(d.values())) for d in (whole, ring, change))
     # the background: pixels away from the person segmented on the original render (None without mediapipe)
-    back = {g: fid.kept_psnr_where(e, o, backgrounds[g]) for g, e, o in groups if backgrounds.get(g) is not None}
+    back = {g: fid.kept_psnr_where(e, o, segments[g][0]) for g, e, o in groups if segments.get(g) is not None}
     all_back = torch.cat(list(back.values())) if back else None
+    # the subject's change: over the person's pixels inside the box where segmented (wall in the box excluded)
+    person_change = {g: fid.change_where(e, o, segments[g][1]) for g, e, o in groups if segments.get(g) is not None}
+    all_person_change = torch.cat(list(person_change.values())) if person_change else None
     for g in whole:
         figs[f"psnr_whole_min_{g}"], figs[f"psnr_whole_mean_{g}"] = float(whole[g].min()), float(whole[g].mean())
         figs[f"psnr_outside_min_{g}"], figs[f"psnr_outside_mean_{g}"] = float(ring[g].min()), float(ring[g].mean())
@@ -266,8 +272,11 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
             figs[f"psnr_background_min_{g}"] = float(finite.min()) if finite.numel() else None
     figs["fraction_changed"] = fid.fraction_changed(all_change)
     figs["spread"] = fid.domain_spread(change["train"], change.get("ood"))
+    if all_person_change is not None:
+        figs["fraction_changed_person"] = fid.fraction_changed(torch.nan_to_num(all_person_change, nan=0.0))
     figs["per_view"] = {g: {"psnr_whole": whole[g].tolist(), "psnr_outside": ring[g].tolist(),
                             "psnr_background": back[g].tolist() if g in back else None,
+                            "person_change": person_change[g].tolist() if g in person_change else None,
                             "subject_change": change[g].tolist()} for g in whole}
 
     n_views = int(all_whole.numel())
@@ -304,9 +313,15 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
                                      "mean_distance_after": after, "reference_colour": ref_colour.tolist(),
                                      "subject_face_colour": face_colour.tolist()}
         frac = figs["fraction_changed"]
-        result.checks.append((f"subject changed (>= {fid.CHANGE_THRESHOLD}) in views ({n_views})",
+        if all_person_change is not None:
+            frac_p = figs["fraction_changed_person"]
+            result.checks.append((f"subject (person in the box) changed (>= {fid.CHANGE_THRESHOLD}) in views "
+                                  f"({n_views})", f"{100 * frac_p:.0f} % (mean {float(all_person_change.nanmean()):.3f})",
+                                  f">= {100 * CHANGED_FRACTION_MIN:.0f} %", frac_p >= CHANGED_FRACTION_MIN))
+        result.checks.append((f"subject box changed (>= {fid.CHANGE_THRESHOLD}) in views ({n_views})",
                               f"{100 * frac:.0f} % (mean {float(all_change.mean()):.3f})",
-                              f">= {100 * CHANGED_FRACTION_MIN:.0f} %", frac >= CHANGED_FRACTION_MIN))
+                              f">= {100 * CHANGED_FRACTION_MIN:.0f} %",
+                              None if all_person_change is not None else frac >= CHANGED_FRACTION_MIN))
         result.checks.append(("towards the reference (views closer)",
                               f"{100 * frac_closer:.0f} % (dist {before:.3f} -> {after:.3f})",
                               f">= {100 * TOWARDS_FRACTION_MIN:.0f} %", frac_closer >= TOWARDS_FRACTION_MIN))
@@ -459,10 +474,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     train_cams = original.datamanager.train_dataset.cameras
     original_train = render_views(original, train_cams, alpha=0.0, chunk=args.render_chunk, progress=False)["rgb"]
-    background_train = background_of(original_train)
-    if background_train is None:
-        print("note: mediapipe is not installed (pip install \"nerfeditor-ns[faces]\"): the outside-the-subject "
-              "criterion uses the fixed ring only.", flush=True)
+    segments_train = segment(original_train)
+    if segments_train is None:
+        print("note: mediapipe is not installed (pip install \"nerfeditor-ns[faces]\"): the subject and outside "
+              "criteria use the fixed box and ring only.", flush=True)
 
     results: List[EditResult] = []
     for v, extra in enumerate(variants):
@@ -486,7 +501,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 r.seconds = float(sum(v for v in steps_s.values() if isinstance(v, (int, float)))) or float("nan")
                 r.reused = True
             try:
-                measure(r, original, original_train, train_cams, args.render_chunk, background_train)
+                measure(r, original, original_train, train_cams, args.render_chunk, segments_train)
             except Exception as err:  # a damaged run must not hide the other rows
                 r.error = f"measuring failed: {type(err).__name__}: {err}"
 
@@ -498,11 +513,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     header = (f"Edit fidelity on {args.data} at {size} ({device}); run {config}; generator {args.generator.name}; "
               f"regions: subject box x {x0:.2f}-{x1:.2f} y {y0:.2f}-{y1:.2f}, outside ring {R.ring:.2f} "
               f"({'all edges' if R.ring_top else 'left, right, bottom'})")
-    if background_train is not None:
+    if segments_train is not None:
         from nerfeditor_ns.eval.fidelity import BACKGROUND_MARGIN
 
         header += (f"; background: pixels farther than {BACKGROUND_MARGIN:.2f} of the image side from the person "
-                   "(MediaPipe selfie segmentation of the original renders)")
+                   "(MediaPipe selfie segmentation of the original renders); subject: the person's pixels in the box")
     if "train" in timings:
         header += f"; training {args.train_steps} steps took {timings['train']:.0f} s"
     print_report(results, header)

@@ -19,9 +19,9 @@ The defaults use the shipped 32 px face StyleGAN2 (tests/data/face_gan32.pt); pa
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shlex
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +30,9 @@ from typing import Dict, List, Optional
 
 import psutil
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edit_fidelity import train_run  # noqa: E402  (the same run training as the fidelity benchmark)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,21 +61,6 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def train_run(root: Path, steps: int, data: Path) -> Path:
-    from nerfeditor_ns.method_configs import nerfeditor_tiny
-
-    cfg = copy.deepcopy(nerfeditor_tiny.config)
-    cfg.data = cfg.pipeline.datamanager.data = data
-    cfg.output_dir, cfg.timestamp, cfg.max_num_iterations = root / "outputs", "bench", steps
-    cfg.vis = "tensorboard"
-    cfg.logging.local_writer.enable = False
-    cfg.save_config()
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return cfg.get_base_dir() / "config.yml"
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load-config", type=Path, default=None, help="existing nerfeditor run (default: train one)")
@@ -87,11 +75,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further ns-edit flags after --")
     args = parser.parse_args(argv)
 
-    from nerfeditor_ns.edit import cli, pipeline
+    from nerfeditor_ns.edit import cli
+    from nerfeditor_ns.edit.context import EditContext
+    from nerfeditor_ns.edit.run import STEP_NAMES
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="edit_timings_"))
     started = time.time()
-    config = args.load_config or train_run(root, args.train_steps, args.data)
+    config = args.load_config or train_run(root, args.data.absolute(), args.train_steps, seed=42, experiment="timings")
     train_s = time.time() - started
     cache = root / "cache"
     started = time.time()
@@ -100,18 +90,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     mapper_s = time.time() - started
 
     peaks: Dict[str, Dict[str, float]] = {}
-    original_step = pipeline.EditContext.step
+    original_step = EditContext.step
 
-    def measured_step(self, name, inputs, compute):
+    def measured_step(self, name, inputs, compute, *rest, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as rss:
-            result = original_step(self, name, inputs, compute)
+            result = original_step(self, name, inputs, compute, *rest, **kwargs)
         peaks[name] = {"rss": rss.peak / 2**20,
                        "cuda": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")}
         return result
 
-    pipeline.EditContext.step = measured_step
+    EditContext.step = measured_step  # type: ignore[method-assign]
     out = root / "edited"
     extra = [a for a in args.extra if a != "--"]
     argv_edit = ["--load-config", str(config), "--generator", str(args.generator), "--cache-dir", str(cache),
@@ -126,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"\nns-edit step timings on {device}; run {config}; edit {args.edit}")
     print(f"(training the run: {train_s:.1f} s, hidden mapper {args.mapper_steps} steps: {mapper_s:.1f} s)")
     print(f"{'step':<10} {'seconds':>9} {'peak RSS MiB':>13} {'peak CUDA MiB':>14}")
-    for name in pipeline.STEPS:
+    for name in STEP_NAMES:
         sec = record["timings_s"].get(name)
         p = peaks.get(name, {})
         print(f"{name:<10} {sec if sec is not None else float('nan'):>9.2f} {p.get('rss', float('nan')):>13.0f} "

@@ -66,8 +66,9 @@ class DemoConfig:
     """Reference face: its inverted code is style-mixed into the frontal code from --mix-layer on."""
     mix_layer: int = 4
     """First W+ row taken from the reference (8 rows at 32 px; 4 = its 16/32 px layers: colour, texture)."""
-    finetune_steps: int = 150
-    """NeRF finetuning steps on the guide sets (ns-edit's default would be 1/4 of --steps)."""
+    finetune_steps: int = 300
+    """NeRF finetuning steps on the guide sets (ns-edit's default would be 1/4 of --steps). At 150 a large colour
+    change of dark hair (black to grey, person-2 with the paler reference) stayed speckled; 300 renders it smooth."""
     projection_steps: int = 150
     """Optimisation steps of the inversions (the frontal view and the reference image)."""
     adjustor_steps: int = 60

@@ -16,6 +16,7 @@ from nerfeditor_ns.eval.fidelity import (
     ALIGNED_FACE_BOX,
     Regions,
     background_from_person,
+    change_where,
     kept_psnr_where,
     domain_spread,
     fidelity_report,
@@ -208,3 +209,18 @@ def test_kept_psnr_where_by_hand_and_nan_without_background():
     assert bool(torch.isnan(none).all())
     with pytest.raises(ValueError, match=r"must be \[N, H, W\]"):
         kept_psnr_where(edited, original, where[:1])
+
+
+def test_change_where_averages_only_the_selected_pixels():
+    original = torch.zeros(2, S, S, 3)
+    edited = original.clone()
+    edited[:, 5:14, 6:10] = 0.3  # half of the box changed by 0.3
+    box = torch.zeros(S, S, dtype=torch.bool)
+    box[5:14, 6:14] = True
+    person = torch.zeros(2, S, S, dtype=torch.bool)
+    person[0, 5:14, 6:10] = True  # view 0: the person is the changed half (wall in the other half)
+    person[1] = box  # view 1: the whole box is the person
+    got = change_where(edited, original, person)
+    assert float(got[0]) == pytest.approx(0.3, abs=1e-6) and float(got[1]) == pytest.approx(0.15, abs=1e-6)
+    assert float(subject_change(edited, original)[0]) == pytest.approx(0.15, abs=1e-6)  # the box alone dilutes
+    assert bool(torch.isnan(change_where(edited, original, torch.zeros_like(person))).all())

@@ -223,9 +223,12 @@ class EditContext:
         """In-/out-of-domain view set (deterministic given the run and the geometry flags)."""
 
         def make():
+            from nerfeditor_ns.edit.domain_steps import check_capture
             from nerfeditor_ns.edit.views import make_view_set
 
             a = self.args
+            if a.in_domain_yaw is None:  # the split is resolved from the capture (run_edit does it up front)
+                check_capture(self)
             cameras = self.cameras()
             if a.render_scale != 1.0:
                 cameras = rescaled(cameras, a.render_scale)

@@ -25,7 +25,9 @@ Definitions (per view n):
 - **kept PSNR outside the subject**: ``10 log10(1 / MSE_n)`` with ``MSE_n`` the mean of ``(edited - original)^2``
   over the ring's pixels and the 3 channels (floored at 1e-10 as in :mod:`nerfeditor_ns.eval.metrics`, so
   identical images give 100 dB); reported per view with its min and mean (mean of the per-view dB values).
-- **subject change**: the mean of ``|edited - original|`` over the box's pixels and the 3 channels.
+- **subject change**: the mean of ``|edited - original|`` over the box's pixels and the 3 channels; with a person
+  segmentation of the original (:func:`change_where`), over the box's person pixels only, so that wall seen through
+  the box (a turned or small head) does not dilute it.
 - **fraction of views changed**: the share of views whose subject change is ``>= threshold`` (default 0.03).
 - **towards the reference**: with ``c_ref`` the mean RGB of the reference face and ``c_face`` that of the original
   subject's face, both over :data:`ALIGNED_FACE_BOX` of an aligned face crop (:func:`reference_face_colour`), and
@@ -166,6 +168,20 @@ def kept_psnr_where(
     mse = (sq * where.double()).sum(dim=(1, 2)) / count.clamp_min(1)
     psnr = 10.0 * torch.log10(1.0 / mse.clamp_min(MSE_FLOOR))
     return torch.where(count > 0, psnr, torch.full_like(psnr, float("nan"))).float()
+
+
+def change_where(
+    edited: Float[Tensor, "N H W 3"], original: Float[Tensor, "N H W 3"], where: Bool[Tensor, "N H W"]
+) -> Float[Tensor, "N"]:
+    """Per-view mean absolute change over the pixels selected per view by ``where`` and the 3 channels (NaN for a
+    view without such a pixel); e.g. the person pixels inside the subject box."""
+    edited, original = _pair(edited, original)
+    if where.shape != edited.shape[:3]:
+        raise ValueError(f"where {tuple(where.shape)} must be [N, H, W] = {tuple(edited.shape[:3])}.")
+    diff = (edited - original).abs().mean(dim=-1).double()
+    count = where.double().sum(dim=(1, 2))
+    mean = (diff * where.double()).sum(dim=(1, 2)) / count.clamp_min(1)
+    return torch.where(count > 0, mean, torch.full_like(mean, float("nan"))).float()
 
 
 def subject_change(
