@@ -199,3 +199,28 @@ def test_colour_map_carries_the_sign_and_size_of_the_change_to_other_pixels():
     guides, blend = colour_change_guides(renders, colour_map, torch.tensor([[0.0, 0.0, 16.0, 16.0]]), mask)
     assert torch.equal(guides[0, :4], renders[0, :4])  # outside the mask: the render itself
     assert torch.allclose(guides[0, 8, 8], (skin + darker(skin))[0], atol=0.02)
+
+
+def test_colour_map_is_not_extrapolated_beyond_the_fitted_colours():
+    """A map fitted on mid-grey skin-like colours is applied to a white speckle: clamped to the fitted range the
+    speckle gets the change of the brightest fitted colour, not the quadratic's extrapolation."""
+    from nerfeditor_ns.edit.guide_transfer import colour_change_guides, fit_colour_change, fitted_colour_range
+
+    torch.manual_seed(0)
+    unedited = torch.rand(2, 3, 8, 8) * 0.4 - 0.2  # colours 0.4-0.6 in [0, 1]
+    edited = unedited - 4.0 * (unedited + 0.2) ** 2  # darkening that grows quadratically with brightness
+    weights = torch.ones(2, 1, 8, 8)
+    B = fit_colour_change(unedited, edited, weights)
+    lo, hi = fitted_colour_range(unedited, weights)
+    assert bool((lo >= 0.39).all() and (hi <= 0.61).all())
+    renders = torch.full((1, 4, 4, 3), 0.5)
+    renders[0, 1, 1] = 1.0  # a white speckle far outside the fitted colours
+    windows = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    free, _ = colour_change_guides(renders, B, windows, feather=0.0)
+    clamped, _ = colour_change_guides(renders, B, windows, feather=0.0, colour_range=(lo, hi))
+    at_hi = torch.ones(1, 1, 1, 3) * hi
+    top = colour_change_guides(at_hi, B, windows / 4, feather=0.0)[0][0, 0, 0] - hi  # the brightest fitted change
+    assert bool((top < 0).all())
+    assert torch.allclose(clamped[0, 1, 1] - 1.0, top, atol=1e-4)
+    assert bool((free[0, 1, 1] < clamped[0, 1, 1] - 0.05).all())  # unclamped: extrapolated far darker
+    assert torch.equal(clamped[0, 0, 0], free[0, 0, 0])  # inside the fitted range nothing differs

@@ -120,10 +120,29 @@ def colour_change_guides(
     windows: Float[Tensor, "N 4"],
     mask: Optional[Float[Tensor, "N H W 1"]] = None,
     feather: float = 0.1,
+    colour_range: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> Tuple[Float[Tensor, "N H W 3"], Float[Tensor, "N H W 1"]]:
-    """``render + M * phi(render) B`` at full resolution (``M`` as in :func:`transfer_change`); guides and ``M``."""
-    change = colour_features(renders.float()) @ colour_map.to(renders)
+    """``render + M * phi(c) B`` at full resolution (``M`` as in :func:`transfer_change`); guides and ``M``. ``c``
+    is the render's colour, clamped per channel to ``colour_range`` (:func:`fitted_colour_range`) when given: a
+    quadratic map evaluated far outside the colours it was fitted on (a bright speckle of the render) can swing to
+    any colour."""
+    colours = renders.float()
+    if colour_range is not None:  # no extrapolation beyond the colours the map was fitted on
+        lo, hi = (torch.as_tensor(v, dtype=colours.dtype, device=colours.device) for v in colour_range)
+        colours = torch.maximum(torch.minimum(colours, hi), lo)
+    change = colour_features(colours) @ colour_map.to(renders)
     return blend_change(renders, change, windows, mask, feather)
+
+
+def fitted_colour_range(
+    unedited: Float[Tensor, "N 3 R R"], weights: Float[Tensor, "N 1 R R"], threshold: float = 0.5
+) -> Tuple[Float[Tensor, "3"], Float[Tensor, "3"]]:
+    """Per-channel (min, max) in [0, 1] of the crops' pixels the colour map is fitted on (weight > ``threshold``)."""
+    u = ((unedited.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).reshape(-1, 3)
+    keep = weights.float().permute(0, 2, 3, 1).reshape(-1) > threshold
+    if not bool(keep.any()):
+        keep = torch.ones_like(keep)
+    return u[keep].min(dim=0).values, u[keep].max(dim=0).values
 
 
 def _batched(fn, n: int, batch_size: int):
@@ -187,4 +206,4 @@ def guides_from_crops(
 
 
 __all__ = ["transfer_change", "in_domain_crops", "out_of_domain_crops", "guides_from_crops", "colour_features",
-           "fit_colour_change", "colour_change_guides"]
+           "fit_colour_change", "colour_change_guides", "fitted_colour_range"]

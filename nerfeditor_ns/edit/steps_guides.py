@@ -90,6 +90,7 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     from nerfeditor_ns.edit.guide_transfer import (
         colour_change_guides,
         fit_colour_change,
+        fitted_colour_range,
         guides_from_crops,
         in_domain_crops,
         out_of_domain_crops,
@@ -102,7 +103,7 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
     inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change",
                   out_of_domain=a.out_of_domain_guides, out_change=a.out_of_domain_change,
-                  in_change=in_domain_change(ctx))
+                  in_change=in_domain_change(ctx), clamp="fitted-range")
 
     def compute():
         if ctx.mode == "style_image":
@@ -120,15 +121,16 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
             # the in-domain change as a function of colour, fitted on the crops' foreground (guide_transfer.py)
             fg = extract_crops(masks["mask_in"].expand(-1, -1, -1, 3), crops["windows_in"], edited.shape[-1])
             out["colour_map"] = fit_colour_change(unedited, edited, (fg[:, :1] + 1) / 2)
+            out["colour_range"] = fitted_colour_range(unedited, (fg[:, :1] + 1) / 2)
         if in_change == "colour-map":
             out["guide_in"], _ = colour_change_guides(render["rgb_in"], out["colour_map"], crops["windows_in"],
-                                                      masks["mask_in"])
+                                                      masks["mask_in"], colour_range=out["colour_range"])
         else:
             out["guide_in"] = guides_from_crops(render["rgb_in"], edited, unedited, crops["windows_in"],
                                                 masks["mask_in"])["guide"]
         if use_map_out:
             out["guide_out"], _ = colour_change_guides(render["rgb_out"], out["colour_map"], crops["windows_out"],
-                                                       masks["mask_out"])
+                                                       masks["mask_out"], colour_range=out["colour_range"])
         elif guides_out_of_domain(ctx):
             mapper = hidden_mapper_for(ctx, gen_path, ctx.generator())  # trained for (and checked against) G
             edited, unedited = out_of_domain_crops(tuned, mapper, crops["crops_out"], w_frontal, w_style,
