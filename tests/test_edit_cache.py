@@ -10,7 +10,6 @@ the GAN-side scene steps are stand-ins here (this module tests the caching, not 
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -31,6 +30,7 @@ from nerfeditor_ns.edit.run import STEP_NAMES
 from nerfeditor_ns.edit.scene_cache import TMP_DIR, SceneCache, scene_cache_dir
 from nerfeditor_ns.edit.steps_scene import step_render
 from nerfeditor_ns.edit.view_renders import camera_keys
+from tests.helpers.tiny_runs import train_tiny, tree_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "face_small"
@@ -39,17 +39,10 @@ SMALL = ["--num-in-yaw", "3", "--num-in-pitch", "1", "--num-out-domain", "2", "-
          "--video-frames", "8", "--device", "cpu"]
 
 
-def _digest(root: Path) -> Dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A 2-step run (enough to render; the cache does not care about quality) of every 5th frame of the capture (13
     frames around the whole arc: fewer training views to render for the fidelity block), loaded once."""
-    from nerfeditor_ns.method_configs import nerfeditor_tiny
-
     root = tmp_path_factory.mktemp("edit_cache")
     meta = json.loads((DATA / "transforms.json").read_text())
     meta["frames"] = [dict(f, file_path=str(DATA / f["file_path"])) for f in meta["frames"][::5]]
@@ -57,19 +50,8 @@ def ws(tmp_path_factory):
     data = root / "data"
     data.mkdir()
     (data / "transforms.json").write_text(json.dumps(meta))
-    torch.manual_seed(0)
-    cfg = copy.deepcopy(nerfeditor_tiny.config)
-    cfg.data = cfg.pipeline.datamanager.data = data
-    cfg.output_dir, cfg.timestamp, cfg.max_num_iterations = root / "outputs", "run", 2
-    cfg.machine.device_type = "cpu"
-    cfg.vis = "none"
-    cfg.logging.local_writer.enable = False
-    cfg.save_config()
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    config = cfg.get_base_dir() / "config.yml"
-    return {"root": root, "config": config, "run": config.parent, "digest": _digest(config.parent),
+    config = train_tiny(data, root / "outputs", "run", 2)
+    return {"root": root, "config": config, "run": config.parent, "digest": tree_digest(config.parent),
             "loaded": load_run(config, 4096)}
 
 
@@ -182,7 +164,7 @@ def test_second_edit_reuses_scene_steps_and_changed_inputs_recompute(ws, render_
     assert sources(sixth) == {"render": "scene cache", "crops": "computed"} and crops_runs == [1, 1, 1]
     assert "cannot be used" in sixth.console.file.getvalue()
     assert cache.lookup("crops", second.keys["crops"]) is not None
-    assert _digest(ws["run"]) == ws["digest"], "the original run was modified"
+    assert tree_digest(ws["run"]) == ws["digest"], "the original run was modified"
 
 
 def test_outputs_step_renders_only_the_edited_run_once_per_view(ws, render_calls):
@@ -236,7 +218,7 @@ def test_cache_list_and_clean_leave_the_run_untouched(ws, capsys):
     assert cli.main(["cache", "clean", "--load-config", str(ws["config"])]) == 0
     assert "Removed" in capsys.readouterr().out
     assert not cache.root.exists()
-    assert _digest(ws["run"]) == ws["digest"], "the original run was modified"
+    assert tree_digest(ws["run"]) == ws["digest"], "the original run was modified"
     assert (ctx.run.cache / "render.pt").is_file()  # an edit's own copy survives (hard link or copy)
     # a folder that merely has the cache's name is not ours: listed / cleaned never, refused with the way out
     cache.root.mkdir()

@@ -8,17 +8,15 @@ untouched.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 from pathlib import Path
-from typing import Dict
 
 import pytest
 import torch
 
 from nerfeditor_ns.edit import capture_checks, cli, domain_check
 from nerfeditor_ns.edit.errors import EditError
+from tests.helpers.tiny_runs import train_tiny, tree_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "face_small"
@@ -33,29 +31,8 @@ SMALL = ["--num-in-yaw", "3", "--num-in-pitch", "1", "--num-out-domain", "2", "-
          "--video-frames", "2", "--mapper-steps", "3", "--device", "cpu", "--render-scale", "0.5"]
 
 
-def _digest(root: Path) -> Dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
 def _train(root: Path, steps: int) -> Path:
-    from nerfeditor_ns.method_configs import nerfeditor_tiny
-
-    torch.manual_seed(0)
-    cfg = copy.deepcopy(nerfeditor_tiny.config)
-    cfg.data = DATA
-    cfg.pipeline.datamanager.data = DATA
-    cfg.output_dir = root / "outputs"
-    cfg.timestamp = f"s{steps}"
-    cfg.max_num_iterations = steps
-    cfg.machine.device_type = "cpu"
-    cfg.vis = "none"
-    cfg.logging.local_writer.enable = False
-    cfg.save_config()
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return cfg.get_base_dir() / "config.yml"
+    return train_tiny(DATA, root / "outputs", f"s{steps}", steps)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +41,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("edit_domain")
     trained, brief = _train(root, 120), _train(root, 2)
     return {"root": root, "trained": trained, "brief": brief, "cache": root / "cache",
-            "digest": _digest(trained.parent)}
+            "digest": tree_digest(trained.parent)}
 
 
 def _argv(ws, config: Path, out: str, *extra: str, generator: Path = FACE_G) -> list:
@@ -81,7 +58,7 @@ def _refused(ws, capsys, argv, out: str, *expected: str, partial_allowed: bool =
     assert not final.exists(), "a refused edit must not write a run"
     if not partial_allowed:
         assert not final.with_name(final.name + ".partial").exists(), "refused before any work: nothing written"
-    assert _digest(ws["trained"].parent) == ws["digest"], "the original run was modified"
+    assert tree_digest(ws["trained"].parent) == ws["digest"], "the original run was modified"
     return err
 
 
@@ -262,7 +239,7 @@ def test_refusal_through_ns_edit_writes_nothing_and_force_records_it(runs, capsy
     assert record["settings"]["force"] is True
     assert metrics["domain_check"]["error_ratio"] == pytest.approx(record["domain_check"]["error_ratio"])
     assert metrics["domain_check"]["frontal_inversion"]["psnr"] > 0
-    assert _digest(runs["trained"].parent) == runs["digest"]
+    assert tree_digest(runs["trained"].parent) == runs["digest"]
 
 
 def test_real_face_passes_with_the_face_generator_and_nan_guides_are_refused(runs, capsys, monkeypatch):

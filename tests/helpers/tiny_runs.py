@@ -43,28 +43,32 @@ def tree_digest(root: Path) -> Dict[str, str]:
             if p.is_file()}
 
 
-def make_workspace(root: Path) -> Dict[str, Any]:
-    """A trained tiny run (``TRAIN_STEPS`` steps on ``DATA``) and a cache with a slim hidden mapper for ``TINY_G``."""
+def train_tiny(data: Path, output_dir: Path, timestamp: str, steps: int) -> Path:
+    """Train ``nerfeditor-tiny`` on ``data`` for ``steps`` steps on the CPU (seed 0, no event writers: an open
+    tensorboard writer would keep appending to the run); returns its config.yml."""
     import torch
 
-    from nerfeditor_ns.edit import cli
     from nerfeditor_ns.method_configs import nerfeditor_tiny
 
     torch.manual_seed(0)
     cfg = copy.deepcopy(nerfeditor_tiny.config)
-    cfg.data = DATA
-    cfg.pipeline.datamanager.data = DATA
-    cfg.output_dir = root / "outputs"
-    cfg.timestamp = "run"
-    cfg.max_num_iterations = TRAIN_STEPS
+    cfg.data = cfg.pipeline.datamanager.data = data
+    cfg.output_dir, cfg.timestamp, cfg.max_num_iterations = output_dir, timestamp, steps
     cfg.machine.device_type = "cpu"
-    cfg.vis = "none"  # no event writers: an open tensorboard writer would keep appending to the original run
+    cfg.vis = "none"
     cfg.logging.local_writer.enable = False
     cfg.save_config()
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()
-    config_path = cfg.get_base_dir() / "config.yml"
+    return cfg.get_base_dir() / "config.yml"
+
+
+def make_workspace(root: Path) -> Dict[str, Any]:
+    """A trained tiny run (``TRAIN_STEPS`` steps on ``DATA``) and a cache with a slim hidden mapper for ``TINY_G``."""
+    from nerfeditor_ns.edit import cli
+
+    config_path = train_tiny(DATA, root / "outputs", "run", TRAIN_STEPS)
 
     cache = root / "cache"
     # the mapper is trained ahead of time through the real subcommand (slim backbone, a few steps)
