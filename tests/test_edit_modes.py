@@ -163,6 +163,7 @@ def test_edit_record_names_the_ablations_loss_weights_and_mask_source(tmp_path):
         "masks": {"source": "mask_dir", "mask_folder": str(tmp_path), "nerf_masks": "nerf",
                   "views_from_masks": {"front": {"views": 1, "of": 1, "pixels_carried": 0.9}}},
         "outputs": {"video": "turntable.mp4"},
+        "guides": {"colour_map_fit": {"region": "face", "reproduction_error": 0.07}},
     }
     ctx = SimpleNamespace(args=args, checked=checked, networks=checked.networks, run=checked.run, results=results,
                           scene_cache=None, mode=checked.mode)
@@ -176,6 +177,7 @@ def test_edit_record_names_the_ablations_loss_weights_and_mask_source(tmp_path):
     assert record["masks"]["views_from_masks"]["front"]["views"] == 1
     assert record["guide_change"]["out_of_domain"] == args.out_of_domain_change
     assert record["guide_change"]["in_domain"] == ("colour-map" if checked.mode == "reference_image" else "generator")
+    assert record["guide_change"]["colour_map_fit"] == {"region": "face", "reproduction_error": 0.07}
 
 
 def test_in_domain_change_follows_the_mode():

@@ -224,3 +224,44 @@ def test_colour_map_is_not_extrapolated_beyond_the_fitted_colours():
     assert torch.allclose(clamped[0, 1, 1] - 1.0, top, atol=1e-4)
     assert bool((free[0, 1, 1] < clamped[0, 1, 1] - 0.05).all())  # unclamped: extrapolated far darker
     assert torch.equal(clamped[0, 0, 0], free[0, 0, 0])  # inside the fitted range nothing differs
+
+
+def test_colour_map_fitted_on_the_inner_face_is_not_pulled_by_the_generators_other_changes():
+    """Aligned crops: skin in the inner face turns paler (+0.1); around it a wall of skin-like colour turns darker
+    (-0.1), as the generator repaints the crop's background after a reference's. Fitted on the inner face the map
+    gives skin the face's change; fitted on the whole foreground the two changes cancel."""
+    from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX
+    from nerfeditor_ns.edit.guide_transfer import colour_fit_weights
+
+    res, gen = 32, torch.Generator().manual_seed(3)
+    colour = torch.tensor([0.78, 0.58, 0.46])[None, :, None, None] + 0.03 * torch.randn(4, 3, res, res, generator=gen)
+    x0, y0, x1, y1 = (round(f * res) for f in ALIGNED_FACE_BOX)
+    inner = torch.zeros(1, 1, res, res)
+    inner[..., y0:y1, x0:x1] = 1
+    edited = colour + 0.1 * inner - 0.1 * (1 - inner)
+    unedited, edited = colour * 2 - 1, edited * 2 - 1
+    foreground = torch.ones(4, 1, res, res)
+    skin = torch.tensor([[0.78, 0.58, 0.46]])
+    face_map = fit_colour_change(unedited, edited, colour_fit_weights(foreground, "face"))
+    crop_map = fit_colour_change(unedited, edited, colour_fit_weights(foreground, "crop"))
+    assert torch.allclose(colour_features(skin) @ face_map, torch.full((1, 3), 0.1), atol=0.01)
+    assert bool(((colour_features(skin) @ crop_map) < 0.0).all())  # more wall than face: the wrong sign
+    # a foreground that misses the inner face falls back to the whole foreground; an unknown region is refused
+    assert torch.equal(colour_fit_weights(1 - inner.expand(4, 1, res, res), "face"), 1 - inner.expand(4, 1, res, res))
+    with pytest.raises(ValueError, match="face"):
+        colour_fit_weights(foreground, "hair")
+
+
+def test_auto_colour_map_region_follows_how_well_the_generator_reproduces_the_renders():
+    from nerfeditor_ns.edit.guide_transfer import CROP_FIT_MAX_ERROR, reproduction_error, resolve_colour_map_region
+
+    renders = torch.zeros(2, 3, 8, 8)
+    weights = torch.zeros(2, 1, 8, 8)
+    weights[..., :4] = 1  # only the left half counts
+    generated = renders.clone()
+    generated[..., :4] += 2 * 0.04  # [-1, 1] units: 0.04 in [0, 1] RGB where it counts ...
+    generated[..., 4:] += 2 * 0.5  # ... and far off where it does not
+    assert reproduction_error(generated, renders, weights) == pytest.approx(0.04)
+    assert resolve_colour_map_region("auto", 0.04) == "crop" and resolve_colour_map_region("auto", 0.09) == "face"
+    assert resolve_colour_map_region("auto", CROP_FIT_MAX_ERROR) == "crop"
+    assert resolve_colour_map_region("face", 0.0) == "face" and resolve_colour_map_region("crop", 1.0) == "crop"

@@ -143,6 +143,13 @@ class EditArgs(NetworkArgs):
     renders at full resolution (profiles get the same skin / hair colour change); "hidden-mapper" is the paper's
     Sec. 3.3 path (G_style(H(crop), w_style) - G_style(H(crop), w)), which can carry shape changes but needs a
     generator and hidden mapper good enough for the capture."""
+    colour_map_region: Literal["auto", "face", "crop"] = "auto"
+    """Which pixels of the in-domain crop pairs the colour map (--in-domain-change / --out-of-domain-change
+    colour-map) is fitted on: "crop", the crop's whole foreground (skin and hair colour), or "face", the inner face
+    of the aligned crop (forehead to chin: skin tone; hair and background colours are held to the face's colour
+    range), which stays right when the generator reproduces the render poorly around the face. "auto": "crop" when
+    the finetuned generator reproduces the in-domain render crops to a mean error <= 0.065, else "face" (recorded in
+    edit.json)."""
 
     # ---- finetune ----
     finetune_steps: Optional[int] = None

@@ -107,6 +107,11 @@ def box_from_geometry(geometry: "CaptureGeometry", fraction: float = 0.15) -> Su
     return SubjectBox(geometry.centre.clone(), fraction * geometry.frontal_distance, _frame_rotation(geometry))
 
 
+ALIGNED_FACE_BOX: Tuple[float, float, float, float] = (0.30, 0.35, 0.70, 0.80)
+"""(x0, y0, x1, y1) of the inner face (forehead to chin, cheek to cheek) in an FFHQ-aligned face image, as
+fractions of its side."""
+
+
 @dataclass
 class FaceLayout:
     """Where the head sits vertically in an FFHQ-aligned crop (fractions of the crop side, 0 = top)."""

@@ -16,10 +16,21 @@ where ``paste`` resamples the [-1, 1] crop difference (halved to [0, 1] units) i
 - In-domain views: edited = ``G'(w_style + V(k d))``, unedited = ``G'(w_frontal + V(k d))`` at the view's pose
   (the adjustor's codes, Eq. 1).
 - Out-of-domain views, ``--out-of-domain-change colour-map`` (default): the in-domain change as a function of colour,
-  ``delta(c) = phi(c) B`` with ``phi`` quadratic RGB features, fitted by weighted least squares to every foreground
-  pixel of the in-domain (unedited, edited) crop pairs (:func:`fit_colour_change`) and applied to the out-of-domain
+  ``delta(c) = phi(c) B`` with ``phi`` quadratic RGB features, fitted by weighted least squares to the foreground
+  pixels of the in-domain (unedited, edited) crop pairs (:func:`fit_colour_change`) and applied to the out-of-domain
   renders at full resolution (:func:`colour_change_guides`): the profiles get the same change of skin and hair
-  colour as the in-domain views, on their own pixels. Measured on the face capture (64 px, shipped 32 px generator):
+  colour as the in-domain views, on their own pixels. Which pixels of the crops the map is fitted on
+  (``--colour-map-region``, :func:`colour_fit_weights`, :func:`resolve_colour_map_region`): the crop's whole
+  foreground, or only the inner face of the aligned crop, where an aligned face corresponds pixel for pixel even when
+  the generator reproduces the render poorly elsewhere. "auto" (default) takes the whole foreground when the
+  generator reproduces the render crops well (mean |G'(unedited) - render crop| over the foreground <=
+  :data:`CROP_FIT_MAX_ERROR`) and the inner face otherwise. Measured with a paler reference (64 px, shipped
+  generator): on the face capture (error 0.089) the generator also darkens the crop's background and reshapes the
+  hair, misplaced against the render, so a whole-foreground fit moved the subject box by only 0.025-0.076 per view
+  (signed +0.015/+0.039/+0.049 RGB) and the inner face 0.051-0.108 (+0.047/+0.071/+0.084, the generator's own change
+  of the face +0.034/+0.068/+0.085); on person-2 (error 0.044) the reference differs mostly in hair colour, which only
+  the whole foreground carries (0.043-0.049 per view, face-colour distance to the reference 0.100 -> 0.026; inner face:
+  0.030-0.033, -> 0.088). Measured on the face capture (64 px, shipped 32 px generator):
   the hidden-mapper change below darkened the subject by ~0.12 for BOTH a darker and a paler reference (the paler
   one needs +0.1), i.e. it did not carry the edit; the colour map carries its sign and size.
 - ``--out-of-domain-change hidden-mapper`` (the paper's Sec. 3.3): edited = ``G'_style(H(crop), w_style)``,
@@ -38,7 +49,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nerfeditor_ns.edit.crops import paste_mask, resample_into_windows
+from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX, paste_mask, resample_into_windows
 
 
 def transfer_change(
@@ -112,6 +123,49 @@ def fit_colour_change(
         raise ValueError("No foreground pixel to fit the colour change on (all weights are zero).")
     lhs = x.T @ (w * x) + ridge * total * torch.eye(COLOUR_FEATURES, dtype=torch.float64)
     return torch.linalg.solve(lhs, x.T @ (w * y)).float()
+
+
+CROP_FIT_MAX_ERROR = 0.065
+"""Largest mean |G'(unedited crop) - render crop| (in [0, 1] RGB, over the crops' foreground) at which "auto" fits the
+colour map on the whole foreground; above it only the inner face. Midway between the two real captures measured
+(person-2 0.044, face capture 0.089; see the module's docstring)."""
+
+
+def reproduction_error(
+    generated: Float[Tensor, "N 3 R R"], renders: Float[Tensor, "N 3 R R"], weights: Float[Tensor, "N 1 R R"]
+) -> float:
+    """Mean absolute difference in [0, 1] RGB between the generator's crops and the render crops (both [-1, 1]),
+    weighted by ``weights``."""
+    diff = ((generated.float() - renders.float()).abs() / 2).mean(dim=1, keepdim=True)
+    w = weights.float().clamp(0, 1)
+    return float((diff * w).sum() / w.sum().clamp_min(1e-8))
+
+
+def resolve_colour_map_region(region: str, error: float) -> str:
+    """``--colour-map-region`` with "auto" resolved by the generator's reproduction error of the render crops."""
+    if region != "auto":
+        return region
+    return "crop" if error <= CROP_FIT_MAX_ERROR else "face"
+
+
+def colour_fit_weights(
+    foreground: Float[Tensor, "N 1 R R"], region: str = "face"
+) -> Float[Tensor, "N 1 R R"]:
+    """Per-pixel weights of the colour-map fit on aligned crops: the soft foreground, times the inner face
+    (:data:`nerfeditor_ns.edit.crops.ALIGNED_FACE_BOX`, where the aligned faces of the two codes correspond pixel
+    for pixel) for ``region="face"``; the whole foreground for ``region="crop"`` (hair included, but also whatever
+    the generator changes around the face). A foreground with nothing inside the inner face falls back to the
+    whole foreground."""
+    if region == "crop":
+        return foreground
+    if region != "face":
+        raise ValueError(f"Unknown colour-map region {region!r}: use 'face' or 'crop'.")
+    side = foreground.shape[-1]
+    x0, y0, x1, y1 = (round(f * side) for f in ALIGNED_FACE_BOX)
+    inner = torch.zeros_like(foreground)
+    inner[..., y0:y1, x0:x1] = 1.0
+    face = foreground * inner
+    return face if float(face.sum()) > 0 else foreground
 
 
 def colour_change_guides(
@@ -206,4 +260,5 @@ def guides_from_crops(
 
 
 __all__ = ["transfer_change", "in_domain_crops", "out_of_domain_crops", "guides_from_crops", "colour_features",
-           "fit_colour_change", "colour_change_guides", "fitted_colour_range"]
+           "fit_colour_change", "colour_fit_weights", "reproduction_error", "resolve_colour_map_region",
+           "colour_change_guides", "fitted_colour_range", "CROP_FIT_MAX_ERROR"]

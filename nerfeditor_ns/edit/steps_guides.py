@@ -88,9 +88,13 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     from nerfeditor_ns.edit.capture_checks import check_guides
     from nerfeditor_ns.edit.crops import extract_crops
     from nerfeditor_ns.edit.guide_transfer import (
+        CROP_FIT_MAX_ERROR,
         colour_change_guides,
+        colour_fit_weights,
         fit_colour_change,
         fitted_colour_range,
+        reproduction_error,
+        resolve_colour_map_region,
         guides_from_crops,
         in_domain_crops,
         out_of_domain_crops,
@@ -103,7 +107,8 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
     inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change",
                   out_of_domain=a.out_of_domain_guides, out_change=a.out_of_domain_change,
-                  in_change=in_domain_change(ctx), clamp="fitted-range")
+                  in_change=in_domain_change(ctx), clamp="fitted-range", map_region=a.colour_map_region,
+                  map_region_rule=f"crop-if-error<={CROP_FIT_MAX_ERROR}")
 
     def compute():
         if ctx.mode == "style_image":
@@ -119,9 +124,14 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
         in_change = in_domain_change(ctx)
         if in_change == "colour-map" or use_map_out:
             # the in-domain change as a function of colour, fitted on the crops' foreground (guide_transfer.py)
-            fg = extract_crops(masks["mask_in"].expand(-1, -1, -1, 3), crops["windows_in"], edited.shape[-1])
-            out["colour_map"] = fit_colour_change(unedited, edited, (fg[:, :1] + 1) / 2)
-            out["colour_range"] = fitted_colour_range(unedited, (fg[:, :1] + 1) / 2)
+            fg = (extract_crops(masks["mask_in"].expand(-1, -1, -1, 3), crops["windows_in"], edited.shape[-1])[:, :1]
+                  + 1) / 2
+            error = reproduction_error(unedited, crops["crops_in"], fg)
+            region = resolve_colour_map_region(a.colour_map_region, error)
+            out["colour_map_fit"] = {"region": region, "reproduction_error": error}
+            weights = colour_fit_weights(fg, region)
+            out["colour_map"] = fit_colour_change(unedited, edited, weights)
+            out["colour_range"] = fitted_colour_range(unedited, weights)
         if in_change == "colour-map":
             out["guide_in"], _ = colour_change_guides(render["rgb_in"], out["colour_map"], crops["windows_in"],
                                                       masks["mask_in"], colour_range=out["colour_range"])

@@ -53,12 +53,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX
+
 MSE_FLOOR = 1e-10
 """Smallest MSE used in a PSNR (identical images give 100 dB), as in nerfeditor_ns.eval.metrics."""
 CHANGE_THRESHOLD = 0.03
 """Mean absolute change (in [0, 1] RGB) from which a view's subject counts as changed."""
-ALIGNED_FACE_BOX: Tuple[float, float, float, float] = (0.30, 0.35, 0.70, 0.80)
-"""(x0, y0, x1, y1) of the inner face (forehead to chin, cheek to cheek) in an FFHQ-aligned face image."""
 METRICS_MAX_SIDE = 32
 """Longest image side (pixels) at which ns-edit renders the training views for metrics.json's fidelity block: a
 regular sample of the pixels of every view (1/4 of them at 64 px), which keeps the outputs step cheap on a CPU;
