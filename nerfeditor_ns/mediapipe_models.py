@@ -5,7 +5,9 @@ downloaded at run time). Every feature of the project that needs a person or fac
 
 - :func:`person_masks`: soft person masks (MediaPipe selfie segmentation, the general 256 x 256 model): person,
   hair and clothes = 1, background = 0. The edit-fidelity benchmark measures "outside the subject" on them.
-- :func:`face_boxes`: the most confident face box per image (MediaPipe face detection, short range).
+- :func:`face_boxes`, :func:`face_scores`: the most confident face per image, its box or its score (MediaPipe face
+  detection, short range). The evaluation's FR (face recognition score) is the score.
+- :func:`face_landmarks`: 468 3D landmarks per face (MediaPipe face mesh): the evaluation's pose error and APS.
 
 mediapipe is imported lazily, on the first call: importing this module is cheap and works without it;
 :func:`available` says whether it is installed, and a call without it raises :class:`MediapipeUnavailable` with
@@ -72,20 +74,54 @@ def person_masks(images: Float[Tensor, "N H W 3"]) -> Float[Tensor, "N H W"]:
     return stacked[:, 0].clamp(0, 1)
 
 
+def _best_faces(images: Float[Tensor, "N H W 3"], min_confidence: float) -> List[Any]:
+    """The most confident face detection per image (None where none reaches ``min_confidence``)."""
+    arrays, _, _ = _as_uint8(images)
+    best: List[Any] = []
+    with _solutions().face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_confidence) as model:
+        for array in arrays:
+            detections = model.process(array).detections or []
+            best.append(max(detections, key=lambda d: d.score[0]) if detections else None)
+    return best
+
+
 def face_boxes(
     images: Float[Tensor, "N H W 3"], min_confidence: float = 0.5
 ) -> List[Optional[Tuple[float, float, float, float]]]:
     """The most confident face per image as (x0, y0, x1, y1) fractions of the image, or None where none is found
     (face detection, short-range model: faces within about 2 m of the camera)."""
-    arrays, _, _ = _as_uint8(images)
     boxes: List[Optional[Tuple[float, float, float, float]]] = []
-    with _solutions().face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_confidence) as model:
-        for array in arrays:
-            detections = model.process(array).detections or []
-            if not detections:
-                boxes.append(None)
-                continue
-            best = max(detections, key=lambda d: d.score[0])
-            b = best.location_data.relative_bounding_box
-            boxes.append((float(b.xmin), float(b.ymin), float(b.xmin + b.width), float(b.ymin + b.height)))
+    for detection in _best_faces(images, min_confidence):
+        if detection is None:
+            boxes.append(None)
+            continue
+        b = detection.location_data.relative_bounding_box
+        boxes.append((float(b.xmin), float(b.ymin), float(b.xmin + b.width), float(b.ymin + b.height)))
     return boxes
+
+
+def face_scores(images: Float[Tensor, "N H W 3"], floor: float = 0.05) -> Float[Tensor, "N"]:
+    """Confidence in [0, 1] that each image shows a face: the score of its most confident face detection (0 where
+    nothing scores above ``floor``)."""
+    return torch.tensor([0.0 if d is None else float(d.score[0]) for d in _best_faces(images, floor)])
+
+
+FACE_MESH_POINTS = 468
+"""Landmarks per face of MediaPipe's face mesh."""
+
+
+def face_landmarks(images: Float[Tensor, "N H W 3"], min_confidence: float = 0.05) -> List[Optional[Tensor]]:
+    """468 3D face landmarks per image ([468, 3], pixels of the image: x right, y down, z away from the camera on
+    x's scale; MediaPipe face mesh, static images), or None where no face is found."""
+    arrays, h, w = _as_uint8(images)
+    out: List[Optional[Tensor]] = []
+    with _solutions().face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                          min_detection_confidence=min_confidence) as model:
+        for array in arrays:
+            faces = model.process(array).multi_face_landmarks
+            if not faces:
+                out.append(None)
+                continue
+            points = torch.tensor([[p.x * w, p.y * h, p.z * w] for p in faces[0].landmark], dtype=torch.float32)
+            out.append(points)
+    return out

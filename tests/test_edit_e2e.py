@@ -268,15 +268,24 @@ def test_eval_command_on_the_reference_edit(workspace, reference_edit, tmp_path,
     assert report["original_run"] == str(ws["config"].absolute()) and report["edit"]["mode"] == "reference_image"
     m = report["metrics"]
     on = {k for k, e in m.items() if e["off"] is None}
-    assert on == {"psnr_outside_mask", "ssim_outside_mask", "lpips_outside_mask", "psnr_inside_mask",
-                  "ssim_inside_mask", "lpips_inside_mask", "l1_inside_mask", "id_frontal", "id_in_domain",
-                  "reconstruction_psnr", "reconstruction_psnr_before"}, sorted(on)
+    faces = {"fr_before", "fr_after", "aps", "pose_error"}  # the face models of the `faces` extra
+    assert on - faces == {"psnr_outside_mask", "ssim_outside_mask", "lpips_outside_mask", "psnr_inside_mask",
+                          "ssim_inside_mask", "lpips_inside_mask", "l1_inside_mask", "id_frontal", "id_in_domain",
+                          "reconstruction_psnr", "reconstruction_psnr_before"}, sorted(on)
     assert all(m[k]["value"] is not None for k in on)
     assert m["id_in_domain"]["views"] == 3 and -1 <= m["id_frontal"]["value"] <= 1
     assert m["reconstruction_psnr"]["views"] == 4 and report["settings"]["training_cameras"][0] == 0
     for key, flag in (("kid_after", "--inception"), ("clip_direction_consistency", "--clip")):
         assert flag in m[key]["off"] and m[key]["off"] in printed.err
-    assert "mediapipe" in m["fr_after"]["off"]
+    from nerfeditor_ns import mediapipe_models
+
+    if mediapipe_models.available():
+        assert {"fr_before", "fr_after"} <= on and 0 <= m["fr_after"]["value"] <= 1
+        assert len(m["fr_after"]["per_view"]) == len(m["psnr_outside_mask"]["per_view"])
+        for key in ("aps", "pose_error"):  # the tiny run's 32 px renders may show no face the mesh can find
+            assert key in on or "face" in m[key]["off"], m[key]
+    else:
+        assert all("nerfeditor-ns[faces]" in m[k]["off"] for k in faces)
     # the same cameras and runs as the edit's outputs step: the same figures outside the masks; inside, eval compares
     # with the guide images as stored in the run (8-bit PNG, what the NeRF was finetuned on), the outputs step with
     # the float guides it made (measured: 31.29 vs 31.34 dB)

@@ -20,7 +20,7 @@ from nerfeditor_ns.eval import image_quality as iq
 from nerfeditor_ns.eval.clip_direction import direction_consistency, text_image_direction_similarity
 from nerfeditor_ns.eval.kid import inception_features, kernel_inception_distance, load_inception
 from nerfeditor_ns.eval.report import EvalInputs, EvalNetworks, ViewPair, fill_metrics
-from nerfeditor_ns.eval.schema import METRICS, NOT_IMPLEMENTED, SCHEMA, finish, new_report, validate
+from nerfeditor_ns.eval.schema import METRICS, SCHEMA, finish, new_report, validate
 from tests.helpers.random_networks import package_lpips, random_inception_file, random_vgg16_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +231,18 @@ def _fake_networks(lpips_net) -> EvalNetworks:
                         clip_text=lambda t: words[t], inception=inception)
 
 
+class _FixedFaces:
+    """Face models with known answers: the score is the image's mean; every image has the same landmarks."""
+
+    points = torch.randn(468, 3, generator=torch.Generator().manual_seed(4)) * 10
+
+    def face_scores(self, images):
+        return images.mean(dim=(1, 2, 3))
+
+    def face_landmarks(self, images):
+        return [self.points.clone() for _ in range(images.shape[0])]
+
+
 def test_report_with_every_input_has_every_metric_on(vgg_file, tmp_path):
     from nerfeditor_ns.edit.outputs import write_json_atomic
     from nerfeditor_ns.gan.losses import lpips_vgg
@@ -247,14 +259,18 @@ def test_report_with_every_input_has_every_metric_on(vgg_file, tmp_path):
                    crops_frontal=ViewPair(crops.original[:1], crops.edited[:1]), crops_in_domain=crops,
                    path=ViewPair(original, edited), training=ViewPair(capture, 1.0 - capture),
                    training_alpha0=capture, training_alpha0_before=capture, recon_capture=capture, capture=capture,
-                   prompt="tanned skin")
+                   prompt="tanned skin", guide_c2w=torch.eye(4)[:3].expand(3, 3, 4),
+                   frontal_view=ViewPair(original[:1], edited[:1]), frontal_c2w=torch.eye(4)[:3], faces=_FixedFaces())
     report = fill_metrics(new_report("test"), x, _fake_networks(lpips_vgg(vgg_file, spatial=True)))
     finish(report)
     m = report["metrics"]
     assert report["schema"] == SCHEMA
     on = {k for k, e in m.items() if e["off"] is None}
-    assert on == {spec.key for spec in METRICS} - set(NOT_IMPLEMENTED), sorted(set(m) - on)
-    assert report["notes"] == list(NOT_IMPLEMENTED.values())
+    assert on == {spec.key for spec in METRICS}, sorted(set(m) - on)
+    assert report["notes"] == []
+    # the face metrics: FR = the fixed models' scores; the same landmarks everywhere = no pose error, APS 1
+    assert m["fr_before"]["per_view"] == pytest.approx(original.mean(dim=(1, 2, 3)).tolist())
+    assert m["pose_error"]["value"] == pytest.approx(0.0, abs=1e-3) and m["aps"]["value"] == pytest.approx(1.0)
     assert all(m[k]["value"] is not None and math.isfinite(m[k]["value"]) for k in on)
     # by hand: one outside pixel of 32*32 - 16*16 = 768 changed by 0.1 in 3 channels (then clamped at 1)
     err = ((edited - original) ** 2)[:, 0, 0].sum(-1) / (3 * 768)
@@ -275,7 +291,10 @@ def test_report_with_every_input_has_every_metric_on(vgg_file, tmp_path):
     validate(json.loads((tmp_path / "eval.json").read_text()))
 
 
-def test_report_without_networks_says_what_is_off():
+def test_report_without_networks_says_what_is_off(monkeypatch):
+    from nerfeditor_ns import mediapipe_models
+
+    monkeypatch.setattr(mediapipe_models, "available", lambda: False)  # as without the `faces` extra
     a = _images(2, 16, 7)
     x = EvalInputs(guide_views=ViewPair(a, a), guides=a, masks=_box_mask(2, 16, 4, 12), num_in_domain=2,
                    path=ViewPair(a, a))
@@ -287,7 +306,8 @@ def test_report_without_networks_says_what_is_off():
     for key, flag in (("lpips_outside_mask", "--vgg"), ("id_frontal", "--arcface"), ("kid_after", "--inception"),
                       ("clip_direction_consistency", "--clip")):
         assert m[key]["value"] is None and flag in m[key]["off"], key
-    assert len(report["notes"]) == sum(1 for e in m.values() if e["off"]) and "mediapipe" in m["aps"]["off"]
+    assert len(report["notes"]) == sum(1 for e in m.values() if e["off"]) and "faces" in m["aps"]["off"]
+    assert all("nerfeditor-ns[faces]" in m[k]["off"] for k in ("fr_before", "fr_after", "pose_error", "aps"))
     report["metrics"]["psnr_outside_mask"]["off"] = "x"
     with pytest.raises(ValueError, match="off"):
         validate(report)

@@ -175,8 +175,9 @@ def run_eval(args: EvalArgs) -> Path:
     guide_pairs = [both(g.cameras, f"Guide views {g.name}") for g in guide_sets]  # the guide images' own size
     guide = {k: torch.cat([p[k]["rgb"] for p in guide_pairs]) for k in ("original", "edited")}
     n_in = int(guide_sets[0].images.shape[0])
-    crops = _face_crops(views, front_cam, both(front_cam, "Frontal view"), guide_sets[0].cameras, guide_pairs[0],
-                        float(s.get("box_scale", 1.0)), out)
+    front = both(front_cam, "Frontal view")
+    crops = _face_crops(views, front_cam, front, guide_sets[0].cameras, guide_pairs[0], float(s.get("box_scale", 1.0)),
+                        out)
     path = None
     if args.path_frames >= 2:
         path_cams = turntable_cameras(views.cameras_in[0:1], frontal_geometry(views.geometry), args.path_frames,
@@ -200,6 +201,9 @@ def run_eval(args: EvalArgs) -> Path:
         training=ViewPair(train["original"]["rgb"], train["edited"]["rgb"]), training_alpha0=train_alpha0["rgb"],
         training_alpha0_before=train["original"]["rgb"], recon_capture=capture, capture=capture, prompt=prompt,
         source_caption=args.source_caption, target_caption=args.target_caption or prompt,
+        guide_c2w=torch.cat([g.cameras.camera_to_worlds.detach().cpu().reshape(-1, 3, 4) for g in guide_sets]),
+        frontal_view=ViewPair(front["original"]["rgb"], front["edited"]["rgb"]),
+        frontal_c2w=front_cam.camera_to_worlds.detach().cpu().reshape(3, 4),
     )
     report = new_report(
         "ns-edit eval", edited_run=str(edited_dir), original_run=str(original_config), edit=record.get("edit"),

@@ -175,14 +175,19 @@ def step_outputs(ctx: EditContext) -> Dict[str, Any]:
         complete = not has_out or "guide_out" in guides  # guide images for every guide view
         n_views = before_all.shape[0] if complete else n_in
         crops_in = extract_crops(after_in["rgb"], crops["windows_in"], int(crops["resolution"]))
+        front_edited, front_crop = edited_frontal_view(ctx, renderer)
+        guide_cams = [views.cameras_in] + ([views.cameras_out] if has_out else [])
+        guide_c2w = torch.cat([c.camera_to_worlds.detach().cpu().reshape(-1, 3, 4) for c in guide_cams])[:n_views]
         inputs = EvalInputs(
             guide_views=ViewPair(before_all[:n_views], after_all[:n_views]), guides=guide_all[:n_views],
             masks=torch.cat(fg)[:n_views], num_in_domain=n_in,
-            crops_frontal=ViewPair(crops["crops_front"], edited_frontal_crop(ctx, renderer)),
+            crops_frontal=ViewPair(crops["crops_front"], front_crop),
             crops_in_domain=ViewPair(crops["crops_in"], crops_in),
             path=ViewPair(tt_before["rgb"], tt_after["rgb"]),
             training_alpha0=recon_after, training_alpha0_before=recon_before, recon_capture=capture,
-            prompt=a.prompt, target_caption=a.prompt,
+            prompt=a.prompt, target_caption=a.prompt, guide_c2w=guide_c2w,
+            frontal_view=ViewPair(render["rgb_front"], front_edited),
+            frontal_c2w=ctx.frontal_camera().camera_to_worlds.detach().cpu().reshape(3, 4),
         )
         metrics = new_report(
             "ns-edit outputs step", edited_run=str(ctx.run.final), original_run=str(Path(a.load_config).absolute()),
@@ -212,11 +217,11 @@ def grid_rows(n: int, max_rows: int):
     return torch.linspace(0, n - 1, min(n, max_rows)).round().long().unique()
 
 
-def edited_frontal_crop(ctx: EditContext, renderer) -> Any:
-    """The edited run's frontal view (alpha 1, through the outputs' ``renderer``), cropped like the original
-    frontal crop."""
+def edited_frontal_view(ctx: EditContext, renderer) -> Tuple[Any, Any]:
+    """The edited run's frontal view (alpha 1, through the outputs' ``renderer``) and its crop, cropped like the
+    original frontal crop."""
     from nerfeditor_ns.edit.crops import extract_crops
 
     crops = ctx.results["crops"]
     front = renderer.render("edited", ctx.frontal_camera(), 1.0, description="Edited frontal view")
-    return extract_crops(front["rgb"], crops["windows_front"], int(crops["resolution"]))
+    return front["rgb"], extract_crops(front["rgb"], crops["windows_front"], int(crops["resolution"]))

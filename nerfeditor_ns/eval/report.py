@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from nerfeditor_ns.eval import image_quality as iq
-from nerfeditor_ns.eval.schema import NOT_IMPLEMENTED, entry, off
+from nerfeditor_ns.eval.schema import entry, off
 
 
 @dataclass
@@ -66,6 +66,15 @@ class EvalInputs:
     """Caption of the original scene (CLIP direction similarity)."""
     target_caption: Optional[str] = None
     """Caption of the edited scene (default: the prompt)."""
+    guide_c2w: Optional[Tensor] = None
+    """Camera-to-world matrices [N,3,4] of the guide views (the order of ``guide_views``), for the pose error."""
+    frontal_view: Optional[ViewPair] = None
+    """Full renders [1,H,W,3] of the frontal camera (original / edited): the pose error's reference view."""
+    frontal_c2w: Optional[Tensor] = None
+    """Camera-to-world matrix [3,4] of the frontal camera."""
+    faces: Optional[Any] = None
+    """The face models (``nerfeditor_ns.mediapipe_models`` or an object with the same ``face_scores`` and
+    ``face_landmarks``); None: the module itself when mediapipe is installed."""
 
 
 @dataclass
@@ -228,6 +237,54 @@ def _reconstruction(metrics: Dict[str, Any], x: EvalInputs) -> None:
                                                     "reconstruction_psnr_before: no original renders.")
 
 
+FACES_NOTE = 'needs the face models of the `faces` extra (pip install "nerfeditor-ns[faces]": mediapipe)'
+
+
+def _faces(metrics: Dict[str, Any], x: EvalInputs) -> None:
+    """FR (face detection confidence), Pose error and APS (face landmarks) over the guide views
+    (:mod:`nerfeditor_ns.eval.face_metrics`)."""
+    from nerfeditor_ns import mediapipe_models
+    from nerfeditor_ns.eval import face_metrics as fm
+
+    keys = ("fr_before", "fr_after", "pose_error", "aps")
+    models = x.faces
+    if models is None and mediapipe_models.available():
+        models = mediapipe_models
+    if models is None:
+        for key in keys:
+            metrics[key] = off(key, f"{key}: {FACES_NOTE}.")
+        return
+    if x.guide_views is None:
+        for key in keys:
+            metrics[key] = off(key, f"{key}: no renders of the guide views.")
+        return
+    n_in = x.num_in_domain
+    for key, images in (("fr_before", x.guide_views.original), ("fr_after", x.guide_views.edited)):
+        scores = models.face_scores(images)
+        metrics[key] = entry(key, **_split(scores, n_in))
+    original = models.face_landmarks(x.guide_views.original)
+    edited = models.face_landmarks(x.guide_views.edited)
+    aps = fm.attribute_preservation(original, edited)
+    metrics["aps"] = (entry("aps", aps["value"], views=aps["views"], per_view_nme=aps["per_view_nme"])
+                      if aps["views"] else off("aps", "aps: no guide view where a face was found in both renders."))
+    if x.frontal_view is None or x.frontal_c2w is None or x.guide_c2w is None:
+        metrics["pose_error"] = off("pose_error", "pose_error: no frontal render or guide cameras.")
+        return
+    frontal = models.face_landmarks(x.frontal_view.edited)[0]
+    frontal_before = models.face_landmarks(x.frontal_view.original)[0]
+    if frontal is None:
+        metrics["pose_error"] = off("pose_error", "pose_error: no face found in the edited frontal view.")
+        return
+    pose = fm.pose_errors(edited, x.guide_c2w, frontal, x.frontal_c2w)
+    before = (fm.pose_errors(original, x.guide_c2w, frontal_before, x.frontal_c2w)["value"]
+              if frontal_before is not None else None)
+    if pose["value"] is None:
+        metrics["pose_error"] = off("pose_error", "pose_error: no face found in the edited guide views.")
+        return
+    metrics["pose_error"] = entry("pose_error", pose["value"], views=pose["views"], per_view=pose["per_view"],
+                                  yaw_error=pose["yaw_error"], pitch_error=pose["pitch_error"], original=before)
+
+
 def fill_metrics(report: Dict[str, Any], x: EvalInputs, nets: EvalNetworks) -> Dict[str, Any]:
     """Compute every metric of the schema into ``report["metrics"]`` (those lacking inputs or networks off)."""
     metrics = report["metrics"]
@@ -236,6 +293,5 @@ def fill_metrics(report: Dict[str, Any], x: EvalInputs, nets: EvalNetworks) -> D
     _clip(metrics, x, nets)
     _kid(metrics, x, nets)
     _reconstruction(metrics, x)
-    for key, note in NOT_IMPLEMENTED.items():
-        metrics[key] = off(key, note)
+    _faces(metrics, x)
     return report

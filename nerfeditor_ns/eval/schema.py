@@ -76,17 +76,20 @@ METRICS: Tuple[MetricSpec, ...] = (
                "PSNR (dB) of the edited run at alpha 0 against the captured images: the original scene is kept."),
     MetricSpec("reconstruction_psnr_before", "higher", "project",
                "PSNR (dB) of the original run against the same captured images (the reference for the line above)."),
-    MetricSpec("fr_before", "higher", "Tab. 3/5 FR", "Face recognition score of the original renders."),
-    MetricSpec("fr_after", "higher", "Tab. 3/5 FR", "Face recognition score of the edited renders."),
-    MetricSpec("aps", "higher", "Tab. 2/3/5 APS", "Attribute preservation score of the edit."),
-    MetricSpec("pose_error", "lower", "Tab. 2 Pose", "Pose error of the edited renders against their cameras."),
+    MetricSpec("fr_before", "higher", "Tab. 3/5 FR",
+               "Face recognition score of the original renders: MediaPipe face-detection confidence (0 where no "
+               "face is found), mean over the guide views."),
+    MetricSpec("fr_after", "higher", "Tab. 3/5 FR", "The same for the edited renders (alpha 1)."),
+    MetricSpec("aps", "higher", "Tab. 2/3/5 APS",
+               "Attribute preservation: 1 - mean NME of the face landmarks (MediaPipe face mesh) between the original "
+               "and the edited render of each guide view (NME = mean 2D displacement / inter-ocular distance): the "
+               "face's shape, expression and pose kept (eval/face_metrics.py)."),
+    MetricSpec("pose_error", "lower", "Tab. 2 Pose",
+               "Mean of |yaw error| and |pitch error| (degrees) over the edited guide views: the head rotation the "
+               "landmarks imply relative to the edited frontal view vs the camera's (eval/face_metrics.py); "
+               "`original` = the same for the original renders (the estimator's own error)."),
 )
 SPECS: Dict[str, MetricSpec] = {m.key: m for m in METRICS}
-FACE_DETECTOR_NOTE = "needs a face detector (mediapipe), which this version does not include."
-NOT_IMPLEMENTED: Dict[str, str] = {key: f"{key}: {FACE_DETECTOR_NOTE}" for key in ("fr_before", "fr_after", "aps",
-                                                                                   "pose_error")}
-
-
 def entry(key: str, value: Optional[float], **extra: Any) -> Dict[str, Any]:
     """A computed metric (``value`` None only when no view had anything to measure, e.g. an empty region)."""
     if key not in SPECS:
