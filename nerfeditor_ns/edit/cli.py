@@ -6,6 +6,7 @@
     ns-edit alpha-config --load-config <edited run>/config.yml --alpha 0   # a config that renders the original
     ns-edit cache list --load-config <run>/config.yml   # the steps every edit of the run shares, and their disk use
     ns-edit cache clean --load-config <run>/config.yml  # remove them
+    ns-edit masks --data <capture>                      # person masks in <capture>/foreground_masks/ (faces extra)
 
 Argument parsing imports only tyro and the standard library, so ``ns-edit --help`` is fast; torch, nerfstudio and the
 networks are imported once the arguments are known to be valid.
@@ -21,16 +22,18 @@ from typing_extensions import Annotated
 
 from nerfeditor_ns.edit.args import AlphaConfigArgs, EditArgs, TrainMapperArgs
 from nerfeditor_ns.edit.cache_args import CacheCleanArgs, CacheListArgs
+from nerfeditor_ns.edit.capture_masks import MasksArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
 from nerfeditor_ns.edit.eval_args import EvalArgs
 
-__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "CacheListArgs", "CacheCleanArgs", "parse",
+__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "CacheListArgs", "CacheCleanArgs", "MasksArgs", "parse",
            "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
 EVAL = "eval"
 ALPHA_CONFIG = "alpha-config"
 CACHE = "cache"
+MASKS = "masks"
 CacheCommand = Union[
     Annotated[CacheListArgs, tyro.conf.subcommand("list")],
     Annotated[CacheCleanArgs, tyro.conf.subcommand("clean")],
@@ -56,6 +59,8 @@ def parse(argv: Sequence[str]):
         return tyro.cli(EvalArgs, args=argv[1:], prog=f"ns-edit {EVAL}")
     if argv and argv[0] == ALPHA_CONFIG:
         return tyro.cli(AlphaConfigArgs, args=argv[1:], prog=f"ns-edit {ALPHA_CONFIG}")
+    if argv and argv[0] == MASKS:
+        return tyro.cli(MasksArgs, args=argv[1:], prog=f"ns-edit {MASKS}")
     if argv and argv[0] == CACHE:
         return tyro.cli(CacheCommand, args=argv[1:], prog=f"ns-edit {CACHE}",  # type: ignore[call-overload]
                         description="Show or remove the scene cache of a run (the steps every edit of it shares).")
@@ -78,6 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from nerfeditor_ns.edit.alpha_config import run_alpha_config
 
             run_alpha_config(args)
+        elif isinstance(args, MasksArgs):
+            from nerfeditor_ns.edit.capture_masks import run_masks
+
+            run_masks(args)
         elif isinstance(args, (CacheListArgs, CacheCleanArgs)):
             from nerfeditor_ns.edit.run import run_cache_command
 
