@@ -91,6 +91,8 @@ class EditResult:
     generator_finetune: Optional[Dict[str, Any]] = None
     run_dir: Optional[Path] = None
     reused: bool = False  # measured from an earlier run (--reuse): seconds = the sum of its steps' timings
+    renders: Dict[str, Any] = field(default_factory=dict)
+    """The edited run's alpha-1 renders ("train", and "ood" with its "ood_cameras") kept by :func:`measure`."""
 
 
 def edit_specs(demo_reference: Path) -> Dict[str, EditSpec]:
@@ -244,8 +246,9 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
         edited_ood = render_views(edited, cams, alpha=1.0, chunk=chunk, progress=False)["rgb"]
         original_ood = render_views(original, cams, alpha=0.0, chunk=chunk, progress=False)["rgb"]
     else:
-        edited_ood = original_ood = None
+        cams = edited_ood = original_ood = None
     del edited
+    result.renders = {"train": edited_train, "ood": edited_ood, "ood_original": original_ood, "ood_cameras": cams}
 
     groups = [("train", edited_train, original_train)]
     segments = {"train": segments_train}
@@ -403,8 +406,9 @@ def print_report(results: List[EditResult], header: str) -> None:
             print(f"- {r.variant} / {r.edit.name}: {numbers or json.dumps(r.generator_finetune)[:300]}")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say which run, networks and edit settings a benchmark of edits uses (shared with
+    ``benchmarks/ablation_table.py``)."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="nerfstudio scene (default: the 64 px face)")
     parser.add_argument("--downscale", type=int, default=1,
                         help="train on a copy of --data scaled by 1/N (e.g. 4: the 512 px capture at 128 px)")
@@ -416,24 +420,39 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--mapper-steps", type=int, default=300)
     parser.add_argument("--mapper-batch", type=int, default=4)
     parser.add_argument("--cache-dir", type=Path, default=None, help="hidden-mapper cache (default <workdir>/cache)")
-    parser.add_argument("--edits", nargs="+", default=["null", "near-null", "reference", "reference-2"],
-                        choices=["null", "near-null", "reference", "reference-2"])
     parser.add_argument("--reference-image", type=Path, default=None, help="default: the demo's reference")
-    parser.add_argument("--edit-args", action="append", default=None,
-                        help="extra ns-edit flags as one string; repeat for variants (default: one variant, none)")
+    parser.add_argument("--settings", choices=["demo", "ns-edit"], default="demo",
+                        help="demo: the built-in demo's CPU-size edit settings; ns-edit: ns-edit's own defaults (the "
+                             "paper's sizes, for real networks on a GPU)")
     parser.add_argument("--reuse", action="store_true", help="measure finished edit runs in --workdir again")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads here and in ns-edit")
     parser.add_argument("--render-chunk", type=int, default=4096)
-    args = parser.parse_args(argv)
 
+
+@dataclass
+class Setup:
+    """What every edit of a benchmark shares: the trained run, the hidden mapper and the ns-edit base command."""
+
+    workdir: Path
+    env: Dict[str, str]
+    config: Path
+    base: List[str]
+    """ns-edit flags without the edit itself (no --reference-image) and without --output-dir."""
+    reference_image: Path
+    data: Path
+    timings: Dict[str, float]
+
+
+def prepare(args: argparse.Namespace, prefix: str) -> Setup:
+    """Train (or take ``--load-config``) the run and the hidden mapper; the ns-edit base command."""
     import torch
 
     from nerfeditor_ns.demo import DemoConfig, edit_argv
 
     torch.set_num_threads(max(1, args.threads))
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, args.threads)))
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="edit_fidelity_"))).absolute()
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix=prefix))).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     demo = DemoConfig(data=args.data, mapper_steps=args.mapper_steps, mapper_batch=args.mapper_batch,
                       generator=args.generator.absolute(), seed=args.seed)
@@ -446,8 +465,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     timings: Dict[str, float] = {}
     config = args.load_config
+    data = args.data.absolute()
     if config is None:
-        data = args.data.absolute()
         if not (data / "transforms.json").is_file():
             raise SystemExit(f"No nerfstudio scene at {data} (transforms.json missing); pass --data.")
         if args.downscale > 1:
@@ -457,27 +476,90 @@ def main(argv: Optional[List[str]] = None) -> int:
             started = time.time()
             config = train_run(workdir, data, args.train_steps, args.seed)
             timings["train"] = time.time() - started
+    elif not config.is_file():
+        raise SystemExit(f"--load-config {config} does not exist.")
     config = config.absolute()
     cache = (args.cache_dir or workdir / "cache").absolute()
     mapper = args.hidden_mapper or hidden_mapper(demo.generator, cache, args.mapper_steps, args.mapper_batch, env,
                                                  workdir)
-
-    base = edit_argv(demo, config, mapper.absolute(), cache, "cpu" if not torch.cuda.is_available() else "auto")
-    for flag in ("--reference-image",):  # the edit itself comes from the spec
-        i = base.index(flag)
+    device = "cpu" if not torch.cuda.is_available() else "auto"
+    if args.settings == "demo":
+        base = edit_argv(demo, config, mapper.absolute(), cache, device)
+        i = base.index("--reference-image")  # the edit itself comes from each benchmark's own list
         del base[i : i + 2]
-    specs = edit_specs(demo.reference_image)
-    variants = args.edit_args if args.edit_args else [""]
+    else:
+        base = ["--load-config", str(config), "--generator", str(demo.generator), "--hidden-mapper",
+                str(mapper.absolute()), "--cache-dir", str(cache), "--device", device, "--seed", str(args.seed)]
+    return Setup(workdir=workdir, env=env, config=config, base=base, reference_image=demo.reference_image,
+                 data=data, timings=timings)
 
-    original = load_run(config, args.render_chunk)
+
+def run_or_reuse(result: EditResult, argv_edit: List[str], log: Path, env: Dict[str, str], reuse: bool) -> bool:
+    """Run ns-edit into ``result.run_dir`` (or, with ``reuse``, take a finished one); False when it failed."""
+    if reuse and (result.run_dir / "edit.json").is_file():
+        steps_s = read_json(result.run_dir / "edit.json").get("timings_s", {})  # the steps' own timings
+        result.seconds = float(sum(v for v in steps_s.values() if isinstance(v, (int, float)))) or float("nan")
+        result.reused = True
+        return True
+    argv_edit = argv_edit + ["--output-dir", str(result.run_dir), "--overwrite"]
+    print(f"ns-edit {' '.join(shlex.quote(a) for a in argv_edit)}", flush=True)
+    status, result.seconds, tail = run_ns_edit(argv_edit, log, env)
+    if status != 0:
+        result.error = f"exit status {status}: {tail}"
+        print(f"  -> {result.error}", flush=True)
+        return False
+    print(f"  -> done in {result.seconds:.0f} s", flush=True)
+    return True
+
+
+def edit_and_measure(result: EditResult, argv_edit: List[str], log: Path, env: Dict[str, str], reuse: bool,
+                     originals: Tuple[Any, Any, Any, Any], chunk: int) -> None:
+    """Run (or reuse) one ns-edit and measure it against ``originals`` (:func:`render_original_training_views`);
+    a failure is recorded in ``result.error`` and the other rows go on."""
+    if not run_or_reuse(result, argv_edit, log, env, reuse):
+        return
+    original, train_cams, original_train, segments_train = originals
+    try:
+        measure(result, original, original_train, train_cams, chunk, segments_train)
+    except Exception as err:  # a damaged run must not hide the other rows
+        result.error = f"measuring failed: {type(err).__name__}: {err}"
+
+
+def device_name(threads: int) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {threads} thread(s)"
+
+
+def render_original_training_views(config: Path, chunk: int):
+    """(original pipeline, its training cameras, their alpha-0 renders, their segmentation or None)."""
     from nerfeditor_ns.edit.render import render_views
 
+    original = load_run(config, chunk)
     train_cams = original.datamanager.train_dataset.cameras
-    original_train = render_views(original, train_cams, alpha=0.0, chunk=args.render_chunk, progress=False)["rgb"]
+    original_train = render_views(original, train_cams, alpha=0.0, chunk=chunk, progress=False)["rgb"]
     segments_train = segment(original_train)
     if segments_train is None:
         print("note: mediapipe is not installed (pip install \"nerfeditor-ns[faces]\"): the subject and outside "
               "criteria use the fixed box and ring only.", flush=True)
+    return original, train_cams, original_train, segments_train
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_arguments(parser)
+    parser.add_argument("--edits", nargs="+", default=["null", "near-null", "reference", "reference-2"],
+                        choices=["null", "near-null", "reference", "reference-2"])
+    parser.add_argument("--edit-args", action="append", default=None,
+                        help="extra ns-edit flags as one string; repeat for variants (default: one variant, none)")
+    args = parser.parse_args(argv)
+
+    setup = prepare(args, "edit_fidelity_")
+    workdir, env, config, timings = setup.workdir, setup.env, setup.config, setup.timings
+    specs = edit_specs(setup.reference_image)
+    variants = args.edit_args if args.edit_args else [""]
+    originals = render_original_training_views(config, args.render_chunk)
+    original, train_cams, original_train, segments_train = originals
 
     results: List[EditResult] = []
     for v, extra in enumerate(variants):
@@ -486,31 +568,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             spec = specs[name]
             r = EditResult(variant=label, edit=spec, run_dir=workdir / "edits" / f"v{v}-{name}")
             results.append(r)
-            done = (r.run_dir / "edit.json").is_file()
-            if not (args.reuse and done):
-                argv_edit = base + spec.flags + ["--output-dir", str(r.run_dir), "--overwrite"] + shlex.split(extra)
-                print(f"ns-edit {' '.join(shlex.quote(a) for a in argv_edit)}", flush=True)
-                status, r.seconds, tail = run_ns_edit(argv_edit, workdir / "logs" / f"v{v}-{name}.log", env)
-                if status != 0:
-                    r.error = f"exit status {status}: {tail}"
-                    print(f"  -> {r.error}", flush=True)
-                    continue
-                print(f"  -> done in {r.seconds:.0f} s", flush=True)
-            else:
-                steps_s = read_json(r.run_dir / "edit.json").get("timings_s", {})  # the steps' own timings
-                r.seconds = float(sum(v for v in steps_s.values() if isinstance(v, (int, float)))) or float("nan")
-                r.reused = True
-            try:
-                measure(r, original, original_train, train_cams, args.render_chunk, segments_train)
-            except Exception as err:  # a damaged run must not hide the other rows
-                r.error = f"measuring failed: {type(err).__name__}: {err}"
+            edit_and_measure(r, setup.base + spec.flags + shlex.split(extra), workdir / "logs" / f"v{v}-{name}.log",
+                             env, args.reuse, originals, args.render_chunk)
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {args.threads} thread(s)"
+    device = device_name(args.threads)
     size = f"{int(train_cams.width[0])} px"
     from nerfeditor_ns.eval.fidelity import DEFAULT_REGIONS as R
 
     x0, y0, x1, y1 = R.subject
-    header = (f"Edit fidelity on {args.data} at {size} ({device}); run {config}; generator {args.generator.name}; "
+    scene = original.datamanager.config.data if args.load_config is not None else setup.data
+    header = (f"Edit fidelity on {scene} at {size} ({device}); run {config}; generator {args.generator.name}; "
               f"regions: subject box x {x0:.2f}-{x1:.2f} y {y0:.2f}-{y1:.2f}, outside ring {R.ring:.2f} "
               f"({'all edges' if R.ring_top else 'left, right, bottom'})")
     if segments_train is not None:
