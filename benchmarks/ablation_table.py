@@ -21,8 +21,10 @@ by >= 0.03 mean |RGB| and the mean change; ``towards`` = the subject's face-colo
 -> after (mean over views); ``OOD/train`` = mean subject change out-of-domain / in training views (how evenly the
 edit reaches the profiles); ``alpha 0 recon`` = PSNR of the edited run at alpha 0 against the captured images (vs
 the original run's); then ``metrics.json``'s own figures: PSNR / SSIM outside the guide masks, LPIPS (needs
-``--vgg``), ID (needs ``--arcface``), CLIP direction consistency (needs ``--clip``); a switched-off metric reads
-"off" and its reason is printed once under the table.
+``--vgg``), ID (needs ``--arcface``), CLIP direction consistency (needs ``--clip``), FR after (before), APS and the
+pose error (with the original renders' own error beside it; these three need the ``faces`` extra); a switched-off
+metric reads "off" and its reason is printed once under the table. A variant without out-of-domain guides is
+measured and shown at the out-of-domain views of the variants before it.
 
 The figure has one row per variant (the original first) and one column per view, from the frontal training view
 to the farthest profile the edit rendered (training views, then out-of-domain views). Usage::
@@ -74,7 +76,9 @@ VARIANTS: List[Tuple[str, List[str]]] = [
 
 METRICS_COLUMNS = [("PSNR out", "psnr_outside_mask", "{:.2f}"), ("SSIM out", "ssim_outside_mask", "{:.4f}"),
                    ("LPIPS out", "lpips_outside_mask", "{:.4f}"), ("ID in-domain", "id_in_domain", "{:.3f}"),
-                   ("CLIP dir. consistency", "clip_direction_consistency", "{:.3f}")]
+                   ("CLIP dir. consistency", "clip_direction_consistency", "{:.3f}"),
+                   ("FR after (before)", "fr_after", "{:.3f}"), ("APS", "aps", "{:.3f}"),
+                   ("Pose err. deg (original)", "pose_error", "{:.2f}")]
 """(column, metrics.json key, format) of the paper's metrics copied from each edited run."""
 
 
@@ -86,7 +90,15 @@ def _metric(metrics: Dict[str, Any], key: str, fmt: str, notes: Dict[str, str]) 
         notes[key] = str(entry["off"])
         return "off"
     value = entry.get("value")
-    return "n/a" if value is None else fmt.format(value)
+    if value is None:
+        return "n/a"
+    text = fmt.format(value)
+    if key == "fr_after":  # FR before beside it (the original renders at the same views)
+        before = metrics.get("fr_before", {}).get("value")
+        text += f" ({before:.3f})" if before is not None else ""
+    if key == "pose_error" and entry.get("original") is not None:  # the estimator's own error on the original
+        text += f" ({entry['original']:.2f})"
+    return text
 
 
 def table_rows(results: List[EditResult]) -> Tuple[List[str], List[str]]:
@@ -217,8 +229,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         variant_spec = type(spec)(spec.name, spec.flags + flags, spec.kind, spec.reference)
         r = EditResult(variant=label, edit=variant_spec, run_dir=setup.workdir / "edits" / f"{k:02d}")
         results.append(r)
+        # a variant without out-of-domain guides is measured (and shown) at the other variants' out-of-domain views
+        ood_cameras = next((q.renders.get("ood_cameras") for q in results if q.renders.get("ood_cameras") is not None),
+                           None)
         edit_and_measure(r, setup.base + variant_spec.flags + shlex.split(args.network_args),
-                         setup.workdir / "logs" / f"{k:02d}.log", setup.env, args.reuse, originals, args.render_chunk)
+                         setup.workdir / "logs" / f"{k:02d}.log", setup.env, args.reuse, originals, args.render_chunk,
+                         ood_cameras)
 
     device = device_name(args.threads)
     scene = original.datamanager.config.data

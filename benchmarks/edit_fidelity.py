@@ -227,8 +227,11 @@ def segment(images):
     return fid.background_from_person(person), (person > 0.5) & box[None]
 
 
-def measure(result: EditResult, original, original_train, train_cams, chunk: int, segments_train=None) -> None:
-    """Render the edited run, compute the figures and the PASS / FAIL checks of one edit."""
+def measure(result: EditResult, original, original_train, train_cams, chunk: int, segments_train=None,
+            ood_cameras=None) -> None:
+    """Render the edited run, compute the figures and the PASS / FAIL checks of one edit. The out-of-domain views are
+    the edit's own (its ``guides/`` folder), else ``ood_cameras`` when given (an edit without out-of-domain guides,
+    measured at another edit's out-of-domain cameras)."""
     import torch
 
     from nerfeditor_ns.edit.render import render_views
@@ -241,8 +244,8 @@ def measure(result: EditResult, original, original_train, train_cams, chunk: int
     edited_train = render_views(edited, train_cams, alpha=1.0, chunk=chunk, progress=False)["rgb"]
     sets, _ = load_guide_sets(run / "guides")
     ood = [s for s in sets if s.name == "out_of_domain"]
-    if ood:
-        cams = ood[0].cameras
+    cams = ood[0].cameras if ood else ood_cameras
+    if cams is not None:
         edited_ood = render_views(edited, cams, alpha=1.0, chunk=chunk, progress=False)["rgb"]
         original_ood = render_views(original, cams, alpha=0.0, chunk=chunk, progress=False)["rgb"]
     else:
@@ -513,14 +516,14 @@ def run_or_reuse(result: EditResult, argv_edit: List[str], log: Path, env: Dict[
 
 
 def edit_and_measure(result: EditResult, argv_edit: List[str], log: Path, env: Dict[str, str], reuse: bool,
-                     originals: Tuple[Any, Any, Any, Any], chunk: int) -> None:
+                     originals: Tuple[Any, Any, Any, Any], chunk: int, ood_cameras=None) -> None:
     """Run (or reuse) one ns-edit and measure it against ``originals`` (:func:`render_original_training_views`);
     a failure is recorded in ``result.error`` and the other rows go on."""
     if not run_or_reuse(result, argv_edit, log, env, reuse):
         return
     original, train_cams, original_train, segments_train = originals
     try:
-        measure(result, original, original_train, train_cams, chunk, segments_train)
+        measure(result, original, original_train, train_cams, chunk, segments_train, ood_cameras)
     except Exception as err:  # a damaged run must not hide the other rows
         result.error = f"measuring failed: {type(err).__name__}: {err}"
 
