@@ -101,6 +101,10 @@ class EditArgs(NetworkArgs):
     """Scale of the rendered views relative to the training images (lower it if out of memory or slow)."""
     box_scale: float = 1.0
     """Scale of the 3D box that defines the crops (enlarge if the face is cut off; shrink if it is too small)."""
+    face_alignment: Literal["silhouette", "landmarks", "auto"] = "silhouette"
+    """How the frontal crop is aligned: "silhouette" (the head's outline in the frontal render), "landmarks"
+    (FFHQ's recipe from eye and mouth landmarks, MediaPipe face mesh: the `faces` extra), "auto" (landmarks when the
+    extra is installed and a face is found, else the silhouette, with a note). Recorded in edit.json."""
 
     # ---- the 2D edit ----
     mix_layer: int = 4

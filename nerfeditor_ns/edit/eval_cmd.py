@@ -110,18 +110,20 @@ def _load_guide_sets(edited_dir: Path) -> List[Any]:
     return [by_name["in_domain"]] + ([by_name["out_of_domain"]] if "out_of_domain" in by_name else [])
 
 
-def _face_crops(views, front_cam, front: Dict[str, Any], in_cams, in_pair: Dict[str, Any], box_scale: float, out
-                ) -> Dict[str, Any]:
+def _face_crops(views, front_cam, front: Dict[str, Any], in_cams, in_pair: Dict[str, Any], box_scale: float, out,
+                alignment: str = "silhouette") -> Dict[str, Any]:
     """Face crops (original / edited) of the frontal and the in-domain views from one subject box fitted to the
-    original frontal render, as the edit's crops step does; None where the box cannot be projected."""
-    from nerfeditor_ns.edit.crops import SubjectBox, box_from_render, extract_crops, project_box
+    original frontal render, as the edit's crops step does (with its ``--face-alignment``); None where the box cannot
+    be projected."""
+    from nerfeditor_ns.edit.crops import SubjectBox, extract_crops, project_box
+    from nerfeditor_ns.edit.face_alignment import frontal_box
     from nerfeditor_ns.edit.steps_scene import frontal_geometry
     from nerfeditor_ns.eval.report import ViewPair
 
     crops: Dict[str, Any] = {"front": None, "in": None}
     try:
-        box = box_from_render(frontal_geometry(views.geometry), front_cam, front["original"]["depth"][0],
-                              front["original"]["accumulation"][0])
+        box, _, _ = frontal_box(frontal_geometry(views.geometry), front_cam, front["original"]["rgb"][0],
+                                front["original"]["depth"][0], front["original"]["accumulation"][0], alignment)
         box = SubjectBox(box.centre, box.half_size * box_scale, box.rotation)
         for tag, cams, pair in (("front", front_cam, front), ("in", in_cams, in_pair)):
             windows = project_box(box, cams)
@@ -177,7 +179,7 @@ def run_eval(args: EvalArgs) -> Path:
     n_in = int(guide_sets[0].images.shape[0])
     front = both(front_cam, "Frontal view")
     crops = _face_crops(views, front_cam, front, guide_sets[0].cameras, guide_pairs[0], float(s.get("box_scale", 1.0)),
-                        out)
+                        out, record.get("face_alignment") or "silhouette")
     path = None
     if args.path_frames >= 2:
         path_cams = turntable_cameras(views.cameras_in[0:1], frontal_geometry(views.geometry), args.path_frames,

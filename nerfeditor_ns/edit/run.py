@@ -143,6 +143,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "finetune": dict(ctx.results["finetune"]),
         "generator_finetune": {k: v for k, v in ctx.results["gen_finetune"].items() if k != "codes"},
         "frontal_camera": int(ctx.results["render"]["frontal_index"]),
+        "face_alignment": ctx.results.get("crops", {}).get("aligned_by"),
         "ablations": ctx.args.ablations(),
         "adjustor": {k: v for k, v in ctx.results["adjustor"].items() if k != "state"},
         "guide_change": {"in_domain": in_domain_change(ctx), "out_of_domain": ctx.args.out_of_domain_change,

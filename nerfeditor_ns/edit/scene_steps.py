@@ -52,7 +52,8 @@ class SceneStep:
 
 SCENE_STEPS: Dict[str, SceneStep] = {
     "render": SceneStep(1, (), ("edit/steps_scene.py", "edit/render.py", "edit/views.py", *_NERF), nerf=True),
-    "crops": SceneStep(1, ("render",), ("edit/steps_scene.py", "edit/crops.py", "edit/views.py"),
+    "crops": SceneStep(1, ("render",), ("edit/steps_scene.py", "edit/crops.py", "edit/views.py",
+                                        "edit/face_alignment.py"),
                        files=("frontal.png",), generator=True),
     "masks": SceneStep(1, ("render", "crops"), ("edit/steps_scene.py", "edit/masks.py", "edit/crops.py")),
     "invert": SceneStep(1, ("crops",), ("edit/steps_gan.py", "edit/domain_steps.py", "edit/domain_check.py",

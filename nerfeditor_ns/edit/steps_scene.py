@@ -64,7 +64,8 @@ def step_render(ctx: EditContext) -> Dict[str, Any]:
 def step_crops(ctx: EditContext) -> Dict[str, Any]:
     """Step 2 — Sec. 3.2 (aligned GAN inputs): one 3D subject box projected into every view; square crops at the
     GAN resolution, so every view frames the subject like the frontal one."""
-    from nerfeditor_ns.edit.crops import SubjectBox, box_from_render, extract_crops, project_box
+    from nerfeditor_ns.edit.crops import SubjectBox, extract_crops, project_box
+    from nerfeditor_ns.edit.face_alignment import frontal_box
 
     a = ctx.args
     render = ctx.results["render"]
@@ -72,9 +73,16 @@ def step_crops(ctx: EditContext) -> Dict[str, Any]:
     def compute():
         res = int(ctx.generator().resolution)
         geo_front = frontal_geometry(ctx.views().geometry)
-        box = box_from_render(geo_front, ctx.frontal_camera(), render["depth_front"][0], render["acc_front"][0])
+        try:
+            box, aligned_by, note = frontal_box(geo_front, ctx.frontal_camera(), render["rgb_front"][0],
+                                                render["depth_front"][0], render["acc_front"][0], a.face_alignment)
+        except ValueError as err:
+            raise EditError(str(err), "pass --face-alignment auto (landmarks when possible) or silhouette; landmarks "
+                            "need the `faces` extra and a face in the frontal view (--frontal-camera).") from None
+        if note:
+            ctx.console.print(f"[yellow]note:[/yellow] {note}")
         box = SubjectBox(box.centre, box.half_size * a.box_scale, box.rotation)
-        out: Dict[str, Any] = {"box": box.to_dict(), "resolution": res}
+        out: Dict[str, Any] = {"box": box.to_dict(), "resolution": res, "aligned_by": aligned_by}
         try:
             for tag, cams in ctx.view_sets():
                 windows = project_box(box, cams)
@@ -95,7 +103,8 @@ def step_crops(ctx: EditContext) -> Dict[str, Any]:
         save_image(out["crops_front"], ctx.run.work / "frontal.png")
         return out
 
-    return ctx.step("crops", dict(box_scale=a.box_scale, net=net_id(ctx.networks.generator)), compute,
+    return ctx.step("crops", dict(box_scale=a.box_scale, net=net_id(ctx.networks.generator),
+                                  alignment=a.face_alignment), compute,
                     oom_flags=["--render-scale"])
 
 
