@@ -348,3 +348,19 @@ def test_ns_edit_eval_refuses_bad_input_before_any_work(tmp_path, capsys):
     refused(base + ["--max-training-views", "1"], "--max-training-views")
     refused(base + ["--output", str(original / "eval.json")], "inside the original run")
     assert sorted(p.name for p in run.iterdir()) == ["config.yml", "edit.json"]  # nothing written
+
+
+def test_a_failing_face_model_switches_the_face_metrics_off_not_the_report():
+    class Broken:
+        def face_scores(self, images):
+            raise RuntimeError("model file unreadable")
+
+        face_landmarks = face_scores
+
+    a = _images(2, 16, 8)
+    x = EvalInputs(guide_views=ViewPair(a, a), guides=a, masks=_box_mask(2, 16, 4, 12), num_in_domain=2,
+                   faces=Broken())
+    report = finish(fill_metrics(new_report("test"), x, EvalNetworks()))
+    m = report["metrics"]
+    assert all("model file unreadable" in m[k]["off"] for k in ("fr_before", "fr_after", "pose_error", "aps"))
+    assert m["psnr_outside_mask"]["off"] is None

@@ -241,6 +241,16 @@ FACES_NOTE = 'needs the face models of the `faces` extra (pip install "nerfedito
 
 
 def _faces(metrics: Dict[str, Any], x: EvalInputs) -> None:
+    """FR, Pose error and APS (:func:`_face_metrics`); a failure of the optional face models switches them off with
+    its message instead of failing the edit's last step."""
+    try:
+        _face_metrics(metrics, x)
+    except Exception as err:  # mediapipe is an optional extra: its errors must not cost a finished edit
+        for key in ("fr_before", "fr_after", "pose_error", "aps"):
+            metrics[key] = off(key, f"{key}: the face models failed ({type(err).__name__}: {err}).")
+
+
+def _face_metrics(metrics: Dict[str, Any], x: EvalInputs) -> None:
     """FR (face detection confidence), Pose error and APS (face landmarks) over the guide views
     (:mod:`nerfeditor_ns.eval.face_metrics`)."""
     from nerfeditor_ns import mediapipe_models
