@@ -10,8 +10,13 @@ Any nerfstudio-format capture works (a folder with ``transforms.json``). Each ``
 pixels: the capture is resized once into ``<output-dir>/captures/<name>_<width>px`` (images resampled with Lanczos,
 masks nearest, intrinsics scaled; depth maps are dropped). Both methods then train through nerfstudio's Trainer on
 the same data parser (nerfstudio's default eval split), the same ray batch, seed and steps, sampling rays in the
-training process (nerfacto: VanillaDataManager; nerfeditor: its guide-set data manager with ``num_processes = 0``,
-which without guide sets yields the same batches), so that the time of a step is the time of the model. Times are
+training process so that the time of a step is the time of the model. By default both get the same data manager
+(nerfeditor's guide-set data manager with ``num_processes = 0``: without guide sets it yields nerfacto's
+ParallelDataManager batches, sampled in process), so the two see the very same rays: a nerfeditor model starts from
+nerfacto's own random initialisation and leaves the random stream where nerfacto does, so at alpha = 0 it then trains
+step for step as nerfacto (identical PSNR / SSIM) and only the time can differ. ``--no-same-datamanager`` gives
+nerfacto nerfstudio's single-process VanillaDataManager instead: its different sampling stream shows how much of a
+difference the sampling alone makes. Times are
 CPU seconds of this process per step (robust to other load on a shared machine) and wall seconds per step; on CUDA
 both are wall time after synchronisation.
 
@@ -83,9 +88,9 @@ class BenchmarkConfig:
     """Methods to run."""
     threads: int = 1
     """torch CPU threads (CPU runs only)."""
-    same_datamanager: bool = False
-    """Give nerfacto nerfeditor's data manager too (without guide sets it yields nerfacto-style batches), so that only
-    the model differs; default: nerfacto's own single-process VanillaDataManager."""
+    same_datamanager: bool = True
+    """Give nerfacto nerfeditor's data manager too (without guide sets it yields nerfacto's batches), so that only the
+    model differs; --no-same-datamanager: nerfacto's single-process VanillaDataManager (another sampling stream)."""
     summary_only: bool = False
     """Only print the summary of the runs already in results.jsonl."""
 

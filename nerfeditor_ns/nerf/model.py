@@ -203,7 +203,13 @@ class NerfEditorModel(NerfactoModel):
             raise ValueError("nerfeditor's field does not predict normals: leave --pipeline.model.predict-normals off.")
         with _offline_lpips():
             super().populate_modules()
-        self.field = self._build_field()
+        nerfacto_field = self.field.state_dict()
+        # the conditional field draws its own random init without moving the random stream nerfacto's training sees,
+        # and its nerfacto part starts from nerfacto's own draws: with the same seed and sampling, training at
+        # alpha = 0 follows nerfacto's step for step
+        with torch.random.fork_rng(devices=[]):
+            self.field = self._build_field()
+        self._start_from(nerfacto_field)
         if self.config.edit_box is not None:
             self.field.set_edit_region(EditRegion.from_values(
                 self.config.edit_box, self.config.edit_box_falloff, self.config.edit_box_bottom))
@@ -211,10 +217,18 @@ class NerfEditorModel(NerfactoModel):
         self.register_buffer("finetune_started", torch.tensor(False))
         if self.config.finetune:
             self.field_original = self._frozen_copy_of_field()
-        self.camera_optimizer = GuideAwareCameraOptimizer(
-            self.config.camera_optimizer, num_cameras=self.num_train_data, device="cpu"
-        )
+        with torch.random.fork_rng(devices=[]):
+            self.camera_optimizer = GuideAwareCameraOptimizer(
+                self.config.camera_optimizer, num_cameras=self.num_train_data, device="cpu"
+            )
         self._setup_viewer_controls()
+
+    def _start_from(self, nerfacto_field: Dict[str, Tensor]) -> None:
+        """Copy nerfacto's freshly initialised field parameters into the conditional field's nerfacto part (every
+        parameter of the same name and shape; tiny-cuda-nn's fused modules, rebuilt as two, keep their own)."""
+        own = self.field.state_dict()
+        shared = {k: v for k, v in nerfacto_field.items() if k in own and own[k].shape == v.shape}
+        self.field.load_state_dict(shared, strict=False)
 
     def _build_field(self) -> ConditionalNerfField:
         c = self.config
