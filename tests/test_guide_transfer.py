@@ -230,14 +230,12 @@ def test_colour_map_fitted_on_the_inner_face_is_not_pulled_by_the_generators_oth
     """Aligned crops: skin in the inner face turns paler (+0.1); around it a wall of skin-like colour turns darker
     (-0.1), as the generator repaints the crop's background after a reference's. Fitted on the inner face the map
     gives skin the face's change; fitted on the whole foreground the two changes cancel."""
-    from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX
     from nerfeditor_ns.edit.guide_transfer import colour_fit_weights
 
     res, gen = 32, torch.Generator().manual_seed(3)
     colour = torch.tensor([0.78, 0.58, 0.46])[None, :, None, None] + 0.03 * torch.randn(4, 3, res, res, generator=gen)
-    x0, y0, x1, y1 = (round(f * res) for f in ALIGNED_FACE_BOX)
     inner = torch.zeros(1, 1, res, res)
-    inner[..., y0:y1, x0:x1] = 1
+    inner[..., 11:26, 10:22] = 1  # ALIGNED_FACE_BOX (0.30, 0.35, 0.70, 0.80) at 32 px: pixel centres inside
     edited = colour + 0.1 * inner - 0.1 * (1 - inner)
     unedited, edited = colour * 2 - 1, edited * 2 - 1
     foreground = torch.ones(4, 1, res, res)

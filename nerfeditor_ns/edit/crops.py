@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -110,6 +110,18 @@ def box_from_geometry(geometry: "CaptureGeometry", fraction: float = 0.15) -> Su
 ALIGNED_FACE_BOX: Tuple[float, float, float, float] = (0.30, 0.35, 0.70, 0.80)
 """(x0, y0, x1, y1) of the inner face (forehead to chin, cheek to cheek) in an FFHQ-aligned face image, as
 fractions of its side."""
+
+
+def fraction_box_mask(box: Tuple[float, float, float, float], height: int, width: int) -> Bool[Tensor, "H W"]:
+    """The pixels of a ``height`` x ``width`` image whose centres lie in ``box`` = (x0, y0, x1, y1), fractions of the
+    width / height (``x0 <= (i + 0.5) / W < x1``, the same for rows)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"Image size must be positive, got {height} x {width}.")
+    ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height
+    xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width
+    rows = (ys >= box[1]) & (ys < box[3])
+    cols = (xs >= box[0]) & (xs < box[2])
+    return rows[:, None] & cols[None, :]
 
 
 @dataclass

@@ -49,7 +49,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX, paste_mask, resample_into_windows
+from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX, fraction_box_mask, paste_mask, resample_into_windows
 
 
 def transfer_change(
@@ -160,10 +160,7 @@ def colour_fit_weights(
         return foreground
     if region != "face":
         raise ValueError(f"Unknown colour-map region {region!r}: use 'face' or 'crop'.")
-    side = foreground.shape[-1]
-    x0, y0, x1, y1 = (round(f * side) for f in ALIGNED_FACE_BOX)
-    inner = torch.zeros_like(foreground)
-    inner[..., y0:y1, x0:x1] = 1.0
+    inner = fraction_box_mask(ALIGNED_FACE_BOX, foreground.shape[-2], foreground.shape[-1]).to(foreground)
     face = foreground * inner
     return face if float(face.sum()) > 0 else foreground
 

@@ -53,7 +53,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX
+from nerfeditor_ns.edit.crops import ALIGNED_FACE_BOX, fraction_box_mask
 
 MSE_FLOOR = 1e-10
 """Smallest MSE used in a PSNR (identical images give 100 dB), as in nerfeditor_ns.eval.metrics."""
@@ -96,13 +96,10 @@ class Regions:
 
     def masks(self, height: int, width: int) -> Tuple[Bool[Tensor, "H W"], Bool[Tensor, "H W"]]:
         """(subject box, outside ring) boolean masks for an image of ``height`` x ``width`` pixels."""
-        if height < 1 or width < 1:
-            raise ValueError(f"Image size must be positive, got {height} x {width}.")
+        box = fraction_box_mask(self.subject, height, width)
         ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height
         xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width
         y, x = torch.meshgrid(ys, xs, indexing="ij")
-        x0, y0, x1, y1 = self.subject
-        box = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
         ring = (x < self.ring) | (x >= 1.0 - self.ring) | (y >= 1.0 - self.ring)
         if self.ring_top:
             ring = ring | (y < self.ring)
@@ -218,13 +215,10 @@ def reference_face_colour(
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"Expected one [H, W, 3] image, got {tuple(image.shape)}.")
     h, w = image.shape[:2]
-    ys = (torch.arange(h, dtype=torch.float64) + 0.5) / h
-    xs = (torch.arange(w, dtype=torch.float64) + 0.5) / w
-    rows = (ys >= box[1]) & (ys < box[3])
-    cols = (xs >= box[0]) & (xs < box[2])
-    if not bool(rows.any()) or not bool(cols.any()):
+    inside = fraction_box_mask(box, h, w)
+    if not bool(inside.any()):
         raise ValueError(f"The face box {box} selects no pixel of a {h} x {w} image.")
-    return image[rows][:, cols].reshape(-1, 3).mean(dim=0)
+    return image[inside].mean(dim=0)
 
 
 def towards_reference(
