@@ -108,6 +108,12 @@ def face_scores(images: Float[Tensor, "N H W 3"], floor: float = 0.05) -> Float[
 
 FACE_MESH_POINTS = 468
 """Landmarks per face of MediaPipe's face mesh."""
+MESH_LEFT_EYE = (33, 133, 160, 159, 158, 144, 145, 153)
+"""Face-mesh points around the eye on the image's left (the subject's right eye); 33 is its outer corner."""
+MESH_RIGHT_EYE = (263, 362, 387, 386, 385, 373, 374, 380)
+"""Face-mesh points around the eye on the image's right; 263 is its outer corner."""
+MESH_MOUTH_CORNERS = (61, 291)
+"""Face-mesh points of the mouth corners."""
 
 
 def face_landmarks(images: Float[Tensor, "N H W 3"], min_confidence: float = 0.05) -> List[Optional[Tensor]]:

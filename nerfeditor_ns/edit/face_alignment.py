@@ -24,26 +24,21 @@ from jaxtyping import Float
 from torch import Tensor
 
 from nerfeditor_ns.edit.crops import SubjectBox, camera_rays
+from nerfeditor_ns.mediapipe_models import MESH_LEFT_EYE, MESH_MOUTH_CORNERS, MESH_RIGHT_EYE
 
 if TYPE_CHECKING:
     from nerfstudio.cameras.cameras import Cameras
 
     from nerfeditor_ns.edit.views import CaptureGeometry
 
-LEFT_EYE = (33, 133, 160, 159, 158, 144, 145, 153)
-"""Face-mesh points around the eye on the image's left (the subject's right eye)."""
-RIGHT_EYE = (362, 263, 387, 386, 385, 373, 374, 380)
-"""Face-mesh points around the eye on the image's right."""
-MOUTH_CORNERS = (61, 291)
-"""Face-mesh points of the mouth corners."""
 
 
 def eye_and_mouth_points(landmarks: Float[Tensor, "P 3"]) -> Tuple[Tensor, Tensor, Tensor]:
     """(left eye centre, right eye centre, mouth midpoint) in the landmarks' pixels (x, y)."""
     xy = landmarks[:, :2].float()
-    left = xy[list(LEFT_EYE)].mean(dim=0)
-    right = xy[list(RIGHT_EYE)].mean(dim=0)
-    mouth = xy[list(MOUTH_CORNERS)].mean(dim=0)
+    left = xy[list(MESH_LEFT_EYE)].mean(dim=0)
+    right = xy[list(MESH_RIGHT_EYE)].mean(dim=0)
+    mouth = xy[list(MESH_MOUTH_CORNERS)].mean(dim=0)
     return left, right, mouth
 
 

@@ -29,7 +29,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263
+from nerfeditor_ns.mediapipe_models import MESH_LEFT_EYE, MESH_RIGHT_EYE
+
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = MESH_LEFT_EYE[0], MESH_RIGHT_EYE[0]
 """MediaPipe face-mesh indices of the outer eye corners (the inter-ocular distance of NME)."""
 CV_FROM_GL = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
 """S: OpenGL camera axes (x right, y up, z backwards) <-> the landmarks' (x right, y down, z forwards)."""
