@@ -12,7 +12,8 @@ derive the masks from the NeRF: masks are written only when at least :data:`MIN_
 person (mask > 0.5 over at least :data:`MIN_PERSON_COVERAGE` of the frame) AND at least :data:`MIN_FACE_FRAMES` of
 them show a face (MediaPipe face detection, score >= :data:`MIN_FACE_SCORE`). The second test is needed: the selfie
 model alone calls a bear statue a person (21-48 % of its frames' pixels, GaussCtrl's "bear" capture), while its
-"faces" there score at most 0.69, against 0.84-0.95 in every frame of the two person captures measured. The folder is written whole or not at all (a temporary folder renamed at the end).
+"faces" there score at most 0.69, against 0.84-0.95 in every frame of the two person captures measured. The folder
+is written whole or not at all (a temporary folder renamed at the end).
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, Iterator, List
 
 from nerfeditor_ns.edit.errors import EditError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MIN_PERSON_COVERAGE = 0.05
 """Fraction of a frame's pixels the person must cover (mask > 0.5) for the frame to count as showing a person."""
@@ -33,8 +37,8 @@ MIN_FACE_SCORE = 0.8
 """Face-detection score from which a frame counts as showing a face."""
 MIN_FACE_FRAMES = 0.25
 """Fraction of the frames that must show a face (a 360-degree capture shows the back of the head in many)."""
-PROGRESS_EVERY = 20
-"""Frames between two progress lines."""
+BATCH = 20
+"""Frames segmented per model call (one progress line each)."""
 
 
 @dataclass
@@ -67,10 +71,27 @@ def _frames(data: Path) -> List[Path]:
     return paths
 
 
+def _same_size_batches(paths: List[Path], batch: int) -> Iterator[Tensor]:
+    """The frames in order, as [n, H, W, 3] float batches of at most ``batch`` consecutive frames of one size."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    group: List[Tensor] = []
+    for path in paths:
+        with Image.open(path) as im:
+            image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
+        if group and (len(group) == batch or group[0].shape != image.shape):
+            yield torch.stack(group)
+            group = []
+        group.append(image)
+    if group:
+        yield torch.stack(group)
+
+
 def write_capture_masks(args: MasksArgs, console=None) -> Dict[str, object]:
     """Segment every frame and write the masks; returns a summary (frames, frames with a person, folder or None)."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from nerfeditor_ns import mediapipe_models
@@ -90,14 +111,12 @@ def write_capture_masks(args: MasksArgs, console=None) -> Dict[str, object]:
 
     masks: List[np.ndarray] = []
     faces = 0
-    for k, path in enumerate(paths):
-        with Image.open(path) as im:
-            image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
-        person = mediapipe_models.person_masks(image[None])[0]
-        masks.append((person.numpy() * 255).round().astype(np.uint8))
-        faces += int(float(mediapipe_models.face_scores(image[None])[0]) >= MIN_FACE_SCORE)
-        if console is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == len(paths)):
-            console.print(f"segmented {k + 1} / {len(paths)} frames")
+    for images in _same_size_batches(paths, BATCH):  # one model instance per batch, not per frame
+        person = mediapipe_models.person_masks(images)
+        masks.extend((m.numpy() * 255).round().astype(np.uint8) for m in person)
+        faces += int((mediapipe_models.face_scores(images) >= MIN_FACE_SCORE).sum())
+        if console is not None:
+            console.print(f"segmented {len(masks)} / {len(paths)} frames")
     with_person = sum(1 for m in masks if float((m > 127).mean()) >= MIN_PERSON_COVERAGE)
     summary: Dict[str, object] = {"frames": len(paths), "frames_with_person": with_person, "frames_with_face": faces,
                                   "folder": None}

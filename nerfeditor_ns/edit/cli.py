@@ -26,8 +26,8 @@ from nerfeditor_ns.edit.capture_masks import MasksArgs
 from nerfeditor_ns.edit.errors import EditError, EditInterrupted
 from nerfeditor_ns.edit.eval_args import EvalArgs
 
-__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "CacheListArgs", "CacheCleanArgs", "MasksArgs", "parse",
-           "main", "entrypoint"]
+__all__ = ["AlphaConfigArgs", "EditArgs", "TrainMapperArgs", "EvalArgs", "CacheListArgs", "CacheCleanArgs", "MasksArgs",
+           "parse", "main", "entrypoint"]
 
 TRAIN_MAPPER = "train-mapper"
 EVAL = "eval"
