@@ -93,11 +93,11 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
         colour_fit_weights,
         fit_colour_change,
         fitted_colour_range,
-        reproduction_error,
-        resolve_colour_map_region,
         guides_from_crops,
         in_domain_crops,
         out_of_domain_crops,
+        reproduction_error,
+        resolve_colour_map_region,
     )
 
     a = ctx.args
