@@ -80,7 +80,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--reference-image", type=Path, default=None, help="Edit with ns-edit --reference-image instead.")
     p.add_argument("--generator", type=Path, default=DEFAULT_GENERATOR,
                    help="StyleGAN2 for ns-edit (default: the shipped 32 px face generator).")
-    p.add_argument("--finetune-steps", type=int, default=300, help="ns-edit --finetune-steps.")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="ns-edit --finetune-steps (default: 300; with --full-edit ns-edit's own, 1/4 of --steps).")
     p.add_argument("--full-edit", action="store_true",
                    help="Use ns-edit's default view counts and step counts instead of the small CPU settings.")
     p.add_argument("--edit-args", default="",
@@ -114,7 +115,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         if not args.fps > 0:
             parser.error(f"--fps must be positive (got {args.fps}).")
     for name in ("image_size", "steps", "num_frames_target", "colmap_threads", "threads", "finetune_steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)}).")
     if args.reference_image is not None and not args.reference_image.is_file():
         parser.error(f"--reference-image {args.reference_image} does not exist; pass an image file.")
@@ -197,23 +198,31 @@ def colmap_summary(data: Path) -> Dict[str, Any]:
     return {"registered": registered, "total": total, "models": len(models)}
 
 
+def process_command(args, video: Path, data: Path, k: int) -> List[str]:
+    """ns-process-data video, offline and (unless --gpu) on CPU, with images_2 .. images_{2**k}."""
+    return [ns_tool("ns-process-data"), "video", "--data", str(video), "--output-dir", str(data),
+            "--matching-method", args.matching_method, "--num-downscales", str(max(k, 1)),
+            "--num-frames-target", str(args.num_frames_target), "--colmap-cmd", str(COLMAP_WRAPPER),
+            "--gpu" if args.gpu else "--no-gpu",
+            "--refine-intrinsics" if args.refine_intrinsics else "--no-refine-intrinsics", "--verbose"]
+
+
 def process_video(args, video: Path, data: Path, k: int, env: Dict[str, str]) -> float:
     require_tool(args.colmap, "Install COLMAP (Debian/Ubuntu: apt-get install colmap) or pass --colmap PATH.")
     require_tool("ffmpeg", "Install it (Debian/Ubuntu: apt-get install ffmpeg).")
     env = dict(env, COLMAP_NUM_THREADS=str(args.colmap_threads), COLMAP_EXE=args.colmap)
-    cmd = [ns_tool("ns-process-data"), "video", "--data", str(video), "--output-dir", str(data),
-           "--matching-method", args.matching_method, "--num-downscales", str(max(k, 1)),
-           "--num-frames-target", str(args.num_frames_target), "--colmap-cmd", str(COLMAP_WRAPPER),
-           "--gpu" if args.gpu else "--no-gpu", "--refine-intrinsics" if args.refine_intrinsics else
-           "--no-refine-intrinsics", "--verbose"]
-    return run(cmd, data.parent / "process_data.log", env)
+    return run(process_command(args, video, data, k), data.parent / "process_data.log", env)
+
+
+def train_command(args, method: str, data: Path, runs: Path, k: int) -> List[str]:
+    """ns-train on the processed capture at 1 / 2**k of the video's size (the images_{2**k} folder)."""
+    return [ns_tool("ns-train"), method, "--data", str(data), "--output-dir", str(runs), "--experiment-name", "video",
+            "--timestamp", "run", "--max-num-iterations", str(args.steps), "--vis", "tensorboard",
+            "--steps-per-save", str(args.steps), "nerfstudio-data", "--downscale-factor", str(2**k)]
 
 
 def train(args, method: str, data: Path, runs: Path, k: int, env: Dict[str, str]) -> Tuple[float, Path]:
-    cmd = [ns_tool("ns-train"), method, "--data", str(data), "--output-dir", str(runs), "--experiment-name", "video",
-           "--timestamp", "run", "--max-num-iterations", str(args.steps), "--vis", "tensorboard",
-           "--steps-per-save", str(args.steps), "nerfstudio-data", "--downscale-factor", str(2**k)]
-    seconds = run(cmd, runs.parent / "train.log", env)
+    seconds = run(train_command(args, method, data, runs, k), runs.parent / "train.log", env)
     return seconds, runs / "video" / method / "run" / "config.yml"
 
 
@@ -223,15 +232,20 @@ def evaluate(config: Path, out: Path, env: Dict[str, str]) -> Tuple[float, Dict[
     return seconds, json.loads(out.read_text())["results"]
 
 
-def edit(args, config: Path, out: Path, env: Dict[str, str]) -> float:
+def edit_command(args, config: Path, out: Path) -> List[str]:
+    """ns-edit on the trained run: the small CPU settings unless --full-edit, then --edit-args."""
     how = ["--reference-image", str(args.reference_image)] if args.reference_image else ["--direction", args.direction]
     cmd = [ns_tool("ns-edit"), "--load-config", str(config), "--generator", str(args.generator), *how,
-           "--output-dir", str(out), "--overwrite", "--finetune-steps", str(args.finetune_steps),
-           "--cache-dir", str(out.parent / "cache")]
+           "--output-dir", str(out), "--overwrite", "--cache-dir", str(out.parent / "cache")]
     if not args.full_edit:
-        cmd += SMALL_EDIT_ARGS
-    cmd += shlex.split(args.edit_args)
-    return run(cmd, out.parent / "edit.log", env)
+        cmd += SMALL_EDIT_ARGS + ["--finetune-steps", str(args.finetune_steps or 300)]
+    elif args.finetune_steps is not None:
+        cmd += ["--finetune-steps", str(args.finetune_steps)]
+    return cmd + shlex.split(args.edit_args)
+
+
+def edit(args, config: Path, out: Path, env: Dict[str, str]) -> float:
+    return run(edit_command(args, config, out), out.parent / "edit.log", env)
 
 
 HEADLINE_METRICS = ("psnr_outside_mask", "psnr_inside_mask", "reconstruction_psnr", "reconstruction_psnr_before",

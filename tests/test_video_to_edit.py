@@ -158,3 +158,26 @@ def test_colmap_wrapper_renames_options_for_newer_colmap(wrapper_call):
         "--FeatureExtraction.num_threads", "3"]
     assert call("sequential_matcher", "--SiftMatching.use_gpu=1") == [
         "sequential_matcher", "--FeatureMatching.use_gpu=1", "--FeatureMatching.num_threads", "3"]
+
+
+def test_commands_work_offline_on_cpu_at_the_asked_size(v2e, tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    args = v2e.parse_args([str(video)])
+    process = v2e.process_command(args, video, tmp_path / "data", k=2)
+    assert "--no-gpu" in process and "vocab_tree" not in process
+    assert process[process.index("--matching-method") + 1] == "sequential"
+    assert process[process.index("--num-downscales") + 1] == "2"
+    assert process[process.index("--colmap-cmd") + 1] == str(v2e.COLMAP_WRAPPER)
+    train = v2e.train_command(args, "nerfeditor-tiny", tmp_path / "data", tmp_path / "runs", k=2)
+    assert train[1] == "nerfeditor-tiny" and train[-3:] == ["nerfstudio-data", "--downscale-factor", "4"]
+    assert train[train.index("--max-num-iterations") + 1] == "1000"
+
+    small = v2e.edit_command(args, tmp_path / "config.yml", tmp_path / "edit")
+    assert small[small.index("--direction") + 1] == "pc:0:-2"
+    assert small[small.index("--finetune-steps") + 1] == "300" and "--num-in-yaw" in small
+    full = v2e.edit_command(v2e.parse_args([str(video), "--full-edit", "--reference-image", str(video),
+                                            "--edit-args=--force --mix-layer 3"]),
+                            tmp_path / "config.yml", tmp_path / "edit")
+    assert "--finetune-steps" not in full and "--num-in-yaw" not in full and "--direction" not in full
+    assert full[full.index("--reference-image") + 1] == str(video) and full[-3:] == ["--force", "--mix-layer", "3"]
