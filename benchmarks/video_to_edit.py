@@ -285,8 +285,12 @@ def edit_figures(edit_dir: Path) -> Dict[str, Any]:
 def choose_method(requested: str) -> str:
     if requested != "auto":
         return requested
-    import torch
-
+    try:
+        import torch
+    except ImportError as err:
+        raise PipelineError(f"--method auto needs torch in this Python ({sys.executable}); run the script with the "
+                            "nerfstudio environment's Python (PYTHON=/path/to/venv/bin/python for the .sh), or pass "
+                            "--method nerfeditor / nerfeditor-tiny.") from err
     return "nerfeditor" if torch.cuda.is_available() else "nerfeditor-tiny"
 
 
