@@ -67,7 +67,9 @@ class EditArgs(NetworkArgs):
     """EDIT: your own 2D edit of the frontal view, inverted into the GAN. The frontal crop to edit is written as
     frontal.png into every edit run (and its .partial directory) at the GAN's resolution."""
     style_image: Optional[Path] = None
-    """EDIT: painting / art image, inverted with --style-generator; out-of-domain views via the hidden mapper."""
+    """EDIT: 3D style transfer from a painting (paper Sec. 4.5, App. D): every view of the captured subject is mapped
+    into the hidden space of --style-generator (an art StyleGAN2) by its hidden mapper and drawn with the painting's
+    style codes (--style-level, --style-strength). Needs --style-generator only (no --generator)."""
     direction: Optional[str] = None
     """EDIT: latent direction with a strength: `pc:INDEX:STRENGTH` (component of the decomposition, e.g. pc:7:+3)
     or `FILE.pt:STRENGTH` (a saved direction), each optionally limited to the W+ rows [START, END) with a
@@ -101,14 +103,32 @@ class EditArgs(NetworkArgs):
     """Scale of the rendered views relative to the training images (lower it if out of memory or slow)."""
     box_scale: float = 1.0
     """Scale of the 3D box that defines the crops (enlarge if the face is cut off; shrink if it is too small)."""
-    face_alignment: Literal["silhouette", "landmarks", "auto"] = "silhouette"
+    face_alignment: Literal["silhouette", "landmarks", "auto", "none"] = "silhouette"
     """How the frontal crop is aligned: "silhouette" (the head's outline in the frontal render), "landmarks"
     (FFHQ's recipe from eye and mouth landmarks, MediaPipe face mesh: the `faces` extra), "auto" (landmarks when the
-    extra is installed and a face is found, else the silhouette, with a note). Recorded in edit.json."""
+    extra is installed and a face is found, else the silhouette, with a note), "none" (no face layout: the crop
+    frames the whole subject and the edit region is the whole subject box; for a subject that is not a face, e.g.
+    --style-image with an art generator of any class). Recorded in edit.json."""
 
     # ---- the 2D edit ----
     mix_layer: int = 4
     """--reference-image: first W+ layer taken from the reference (lower = more of the reference's structure)."""
+    style_level: Optional[int] = None
+    """--style-image: the abstraction level (App. D, Fig. 15): the hidden-map resolution, i.e. the generator block,
+    the captured views are mapped to by the hidden mapper. A shallow block (low resolution, e.g. 32 of a 1024
+    generator) lets the art generator repaint more of the subject (more abstract, closer to the painting's look); a
+    deep block (e.g. 128) keeps the subject's detail and takes mostly the painting's colours. One of the hidden
+    mapper's trained resolutions (default: its lowest). Recorded in edit.json."""
+    style_strength: float = 1.0
+    """--style-image: the strength, the mixing factor s of App. D between the subject's own code in the art
+    generator (its frontal crop inverted there) and the painting's: w = (1 - s) w_subject + s w_painting. 0 = the
+    subject's own code (no style), 1 = the painting's style codes. Recorded in edit.json."""
+    style_guides: Literal["change", "paste"] = "change"
+    """--style-image: how the stylised crops G_style(H(crop), w) become guide images. "change": only the style's
+    change G_style(H(crop), w) - G_style(H(crop), w_subject) is added to the render (the subject's layout and
+    detail stay the render's; strength 0 gives the renders exactly); "paste": the stylised crop itself is pasted
+    into the render through the foreground mask (the paper's I_out as is; its layout is only as good as the hidden
+    mapper's reconstruction)."""
     projection_steps: int = 200
     """Optimisation steps of projection (inversion without encoder, and of reference / edited / style images)."""
     adjustor_steps: int = 200

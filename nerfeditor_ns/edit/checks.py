@@ -89,7 +89,24 @@ def edit_spec(args: EditArgs, mode: str) -> Dict[str, Any]:
         spec["sha256"] = file_sha256(value)
     if mode == "reference_image":
         spec["mix_layer"] = args.mix_layer
+    if mode == "style_image":
+        spec.update(style_level=args.style_level, style_strength=float(args.style_strength),
+                    style_guides=args.style_guides)
     return spec
+
+
+def check_style_flags(args: EditArgs) -> None:
+    """--style-strength in [0, 1]; --style-level a power of two >= 4 (whether the hidden mapper has that block is
+    checked once it is loaded)."""
+    s = float(args.style_strength)
+    if not math.isfinite(s) or not 0.0 <= s <= 1.0:
+        raise EditError(f"--style-strength must be between 0 and 1 (got {args.style_strength}).",
+                        "pass 0 (the subject's own code) ... 1 (the painting's style codes).")
+    level = args.style_level
+    if level is not None and (level < 4 or level & (level - 1)):
+        raise EditError(f"--style-level {level} is not a hidden-map resolution (a power of two >= 4).",
+                        "pass one of the hidden mapper's resolutions (e.g. 32, 64 or 128 for a 1024 generator), or "
+                        "leave it out for the mapper's lowest.")
 
 
 def default_output_dir(config_path: Path, mode: str, spec: Dict[str, Any],
@@ -139,6 +156,7 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
         if value is not None:
             check_image(value, flag)
     direction = check_direction(args.direction) if args.direction is not None else None
+    check_style_flags(args)
     for name in ("num_in_yaw", "num_in_pitch", "projection_steps", "adjustor_steps", "adjustor_batch", "num_components",
                  "clip_steps", "render_chunk", "video_frames"):
         if int(getattr(args, name)) < 1:

@@ -281,32 +281,20 @@ class EditContext:
         return self.nets[name]
 
     def generator(self):
-        """The StyleGAN2 of --generator."""
+        """The generator the edit runs on: the StyleGAN2 of --generator, or for --style-image the art generator of
+        --style-generator (it alone makes that mode's crops, codes and guides)."""
         from nerfeditor_ns.gan.checkpoints import load_generator
 
-        return self.network("generator", lambda p: load_generator(p, device=self.device))
+        name = "style_generator" if self.mode == "style_image" else "generator"
+        return self.network(name, lambda p: load_generator(p, device=self.device))
 
-    def style_generator(self):
-        """The art generator for --style-image (same architecture as --generator)."""
-        if "style_generator" not in self.nets:
-            from nerfeditor_ns.gan.checkpoints import load_generator
-
-            G = self.generator()
-            Gs = self.network("style_generator", lambda p: load_generator(p, device=self.device))
-            if (Gs.num_ws, Gs.w_dim, Gs.resolution) != (G.num_ws, G.w_dim, G.resolution):
-                del self.nets["style_generator"]
-                raise EditError(
-                    f"--style-generator has a different architecture (num_ws {Gs.num_ws}, w_dim {Gs.w_dim}, "
-                    f"{Gs.resolution}px) than --generator ({G.num_ws}, {G.w_dim}, {G.resolution}px).",
-                    "use an art StyleGAN2 finetuned from the --generator checkpoint.",
-                )
-        return self.nets["style_generator"]
+    def generator_file(self) -> Path:
+        """The file of :meth:`generator`."""
+        return self.networks.style_generator if self.mode == "style_image" else self.networks.generator
 
     def edit_generator(self) -> Tuple[Path, Any]:
-        """(file, generator) that draws the edited images: --style-generator for --style-image, else --generator."""
-        if self.mode == "style_image":
-            return self.networks.style_generator, self.style_generator()
-        return self.networks.generator, self.generator()
+        """(file, generator) that draws the edited images (the same as :meth:`generator`)."""
+        return self.generator_file(), self.generator()
 
     def perceptual(self):
         """VGG16 perceptual loss (None without --vgg)."""
@@ -371,8 +359,8 @@ class EditContext:
         return self._once("scene_identity", make)
 
     def generator_sha(self) -> str:
-        """SHA-256 of the --generator file (computed once)."""
-        return self._once("generator_sha", lambda: file_sha256(self.networks.generator))
+        """SHA-256 of the generator file (:meth:`generator_file`, computed once)."""
+        return self._once("generator_sha", lambda: file_sha256(self.generator_file()))
 
     def _step_key(self, name: str, inputs: Dict[str, Any]) -> str:
         plan = list(self.plan)

@@ -64,6 +64,9 @@ def check_after_step(ctx: EditContext, name: str) -> None:
         capture_checks.check_subject_rendered(ctx.results["crops"]["crops_front"],
                                               surface_in_box=ctx.results["masks"].get(
                                                   "nerf_masks", ctx.results["masks"].get("source")) == "nerf")
+    elif name == "invert" and ctx.mode == "style_image":
+        ctx.console.print("domain check: skipped for --style-image (the art generator's hidden mapper carries the "
+                          "subject, of any class)")
     elif name == "invert":
         fidelity = ctx.results["invert"].get("fidelity")
         if fidelity is None:  # an inversion cached by an older version: measure it now

@@ -89,12 +89,15 @@ def frontal_box(
     geometry: "CaptureGeometry", cameras: "Cameras", rgb: Float[Tensor, "H W 3"], depth: Float[Tensor, "H W 1"],
     accumulation: Float[Tensor, "H W 1"], alignment: str,
 ) -> Tuple[SubjectBox, str, str]:
-    """The subject box of an edit: (box, "landmarks" or "silhouette", a note or ""). ``alignment``: "silhouette"
-    (:func:`nerfeditor_ns.edit.crops.box_from_render`), "landmarks" (FFHQ window from the frontal render's face
-    landmarks; an error without the extra or a face), "auto" (landmarks when possible, else the silhouette)."""
+    """The subject box of an edit: (box, "landmarks", "silhouette" or "none", a note or ""). ``alignment``:
+    "silhouette" (:func:`nerfeditor_ns.edit.crops.box_from_render`), "landmarks" (FFHQ window from the frontal
+    render's face landmarks; an error without the extra or a face), "auto" (landmarks when possible, else the
+    silhouette), "none" (no face layout: the subject's whole extent, any class)."""
     from nerfeditor_ns import mediapipe_models
     from nerfeditor_ns.edit.crops import box_from_render
 
+    if alignment == "none":  # any subject: the box covers its extent in the frontal view, no face layout
+        return box_from_render(geometry, cameras, depth, accumulation, face_layout=None), "none", ""
     silhouette = box_from_render(geometry, cameras, depth, accumulation)
     if alignment == "silhouette":
         return silhouette, "silhouette", ""

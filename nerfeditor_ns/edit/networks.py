@@ -9,9 +9,9 @@ is set wins:
    ``$XDG_CONFIG_HOME/nerfeditor/networks.yml`` (``~/.config/nerfeditor/networks.yml``). It is a flat YAML mapping,
    e.g. ``generator: /models/stylegan2-ffhq-config-f.pkl``; relative paths are relative to the file.
 
-Only the generator is required. Optional networks switch their loss or mode off with one message; an edit mode that
-cannot work without one (``--prompt`` without ``--clip``, ``--style-image`` without ``--style-generator``) is refused
-before any work starts.
+Only the generator is required (for ``--style-image`` the art generator ``--style-generator`` instead). Optional
+networks switch their loss or mode off with one message; an edit mode that cannot work without one (``--prompt``
+without ``--clip``, ``--style-image`` without ``--style-generator``) is refused before any work starts.
 
 No torch import here: resolution runs before the heavy parts of the edit.
 """
@@ -172,7 +172,7 @@ def check_networks_for_mode(paths: NetworkPaths, mode: str) -> List[str]:
     Returns:
         One message per optional network that is absent (what is switched off because of it).
     """
-    if paths.generator is None:
+    if paths.generator is None and mode != "style_image":
         raise MissingNetworkError(
             "No StyleGAN2 generator given: every edit needs one.",
             f"add --generator /path/to/stylegan2.pkl (or set $NERFEDITOR_GENERATOR, or `generator:` in "
@@ -189,6 +189,13 @@ def check_networks_for_mode(paths: NetworkPaths, mode: str) -> List[str]:
     for name in NETWORK_SOURCES:
         _check_file(paths, name)
     notes = []
+    if mode == "style_image":  # the art generator and its hidden mapper make every guide
+        unused = [NETWORK_SOURCES[n][0] for n in ("generator", "encoder", "arcface") if getattr(paths, n) is not None]
+        if unused:
+            notes.append(f"{', '.join(unused)} not used by --style-image (the art generator --style-generator and its "
+                         "hidden mapper make every guide; the subject is inverted into it by projection).")
+        return notes + ([] if paths.vgg is not None else [
+            "no --vgg: perceptual (VGG) losses are switched off and the hidden mapper uses its slim backbone."])
     if mode != "train_mapper":
         if paths.encoder is None:
             notes.append("no --encoder: the frontal view is inverted by optimisation (projection), which is slower.")

@@ -59,6 +59,7 @@ from nerfeditor_ns.edit.steps_gan import check_component, step_adjustor, step_ge
 from nerfeditor_ns.edit.steps_guides import step_guides
 from nerfeditor_ns.edit.steps_nerf import step_finetune, step_outputs
 from nerfeditor_ns.edit.steps_scene import mask_source, step_crops, step_masks, step_render
+from nerfeditor_ns.edit.steps_style import style_record
 from nerfeditor_ns.io_utils import atomic_write_text
 
 #: the steps in the order they run (their number k is the position here: the printed "[k/N]")
@@ -85,12 +86,15 @@ def preflight(ctx: EditContext) -> None:
 
     a, mode = ctx.args, ctx.mode
     G = ctx.generator()
-    ctx.encoder()
+    if mode != "style_image":  # --style-image uses neither (the art generator is inverted by projection)
+        ctx.encoder()
+        ctx.identity()
     ctx.perceptual()
-    ctx.identity()
     if mode == "prompt":
         ctx.clip()
-    ctx.explicit_hidden_mapper(ctx.edit_generator()[1])
+    mapper = ctx.explicit_hidden_mapper(ctx.edit_generator()[1])
+    if mode == "style_image":
+        check_style_level(ctx, G, mapper)
     if mode == "reference_image" and not 0 <= a.mix_layer <= G.num_ws:
         raise EditError(f"--mix-layer {a.mix_layer} is outside 0..{G.num_ws} (the generator has {G.num_ws} W+ rows).",
                         f"pick a layer between 0 and {G.num_ws}.")
@@ -104,6 +108,26 @@ def preflight(ctx: EditContext) -> None:
                                   spec.layers)
         except ValueError as err:
             raise EditError(f"--direction {a.direction}: {err}", "use a direction saved for this generator.") from None
+
+
+def check_style_level(ctx: EditContext, G, mapper) -> None:
+    """--style-level must be a block of the art generator (and of --hidden-mapper when given), before any work."""
+    from nerfeditor_ns.edit.steps_style import style_level
+
+    level = ctx.args.style_level
+    if mapper is not None:
+        style_level(ctx, mapper)
+    elif level is not None and level not in G.feature_resolutions:
+        raise EditError(f"--style-level {level} is not a block of the {G.resolution}px art generator.",
+                        f"pass one of {list(G.feature_resolutions)} (the hidden mapper trains "
+                        f"{', '.join(str(r) for r in default_mapper_levels(G))} by default).")
+
+
+def default_mapper_levels(G) -> List[int]:
+    """The hidden-map resolutions a mapper trained by ns-edit has for ``G`` (App. C's, scaled)."""
+    from nerfeditor_ns.gan.hidden_mapper import default_resolutions
+
+    return list(default_resolutions(int(G.resolution), list(G.feature_resolutions)))
 
 
 def write_final_config(ctx: EditContext) -> None:
@@ -148,6 +172,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "adjustor": {k: v for k, v in ctx.results["adjustor"].items() if k != "state"},
         "guide_change": {"in_domain": in_domain_change(ctx), "out_of_domain": ctx.args.out_of_domain_change,
                          "colour_map_fit": ctx.results["guides"].get("colour_map_fit")},
+        "style_transfer": style_record(ctx),
         "mask_source": ctx.results["masks"].get("source"),
         "edit_region": edit_region_record(ctx),
         "masks": {k: ctx.results["masks"].get(k) for k in ("mask_folder", "views_from_masks", "nerf_masks")},

@@ -62,14 +62,19 @@ def step_invert(ctx: EditContext) -> Dict[str, Any]:
 
     crops = ctx.results["crops"]
     n = ctx.networks
-    inputs = dict(steps=ctx.args.projection_steps, seed=ctx.args.seed, enc=net_id(n.encoder), vgg=net_id(n.vgg),
-                  arc=net_id(n.arcface))
+    style = ctx.mode == "style_image"  # the subject's own code w_subject in the art generator (App. D)
+    inputs = dict(steps=ctx.args.projection_steps, seed=ctx.args.seed, enc=None if style else net_id(n.encoder),
+                  vgg=net_id(n.vgg), arc=None if style else net_id(n.arcface))
+    if style:
+        inputs["art_generator"] = True
 
     def compute():
-        w = invert_image(ctx, crops["crops_front"])
+        w = invert_image(ctx, crops["crops_front"], use_encoder=not style)
         with torch.no_grad():
             recon = ctx.generator().synthesis(w.to(ctx.device), noise_mode="const").cpu()
         save_image(recon, ctx.run.work / "frontal_inversion.png")
+        if style:  # no domain check: the hidden mapper, not this code, carries the subject (any class)
+            return {"w_frontal": w[0], "fidelity": None}
         from nerfeditor_ns.edit.domain_steps import inversion_fidelity
 
         return {"w_frontal": w[0], "fidelity": inversion_fidelity(ctx, recon, crops["crops_front"])}
@@ -95,6 +100,10 @@ def step_adjustor(ctx: EditContext) -> Dict[str, Any]:
 
     a = ctx.args
     crops, w = ctx.results["crops"], ctx.results["invert"]["w_frontal"]
+    if ctx.mode == "style_image":
+        from nerfeditor_ns.edit.steps_style import SKIPPED
+
+        return ctx.step("adjustor", dict(skip=True), lambda: {"skipped": SKIPPED})
 
     def compute():
         views = ctx.views()
@@ -134,7 +143,8 @@ def step_gen_finetune(ctx: EditContext) -> Dict[str, Any]:
     """Step 6 — Sec. 4 ("train the latent code adjustor and finetune the StyleGAN"), Tab. 5 ablation: finetune a copy
     of the generator's synthesis weights on the in-domain (crop, adjusted code w + V(k*d)) pairs (pivotal tuning with a
     locality regulariser); records the generator's fidelity to the crops before and after. 0 steps = the paper's
-    "latent code adjustor w/o finetuning"; --style-image skips it (the art generator makes those guides)."""
+    "latent code adjustor w/o finetuning"; --style-image skips it (the art generator's hidden mapper makes every
+    guide)."""
     import dataclasses
 
     import torch
@@ -149,7 +159,9 @@ def step_gen_finetune(ctx: EditContext) -> Dict[str, Any]:
 
     def compute():
         if skip:
-            return {"steps": 0, "skipped": "style_image: the art generator makes the guides"}
+            from nerfeditor_ns.edit.steps_style import SKIPPED
+
+            return {"steps": 0, "skipped": SKIPPED}
         G = ctx.generator()
         views = ctx.views()
         with torch.no_grad():
@@ -215,6 +227,12 @@ def step_w_style(ctx: EditContext) -> Dict[str, Any]:
                                   clip=net_id(ctx.networks.clip), clip_model=ctx.networks.clip_model,
                                   style=net_id(ctx.networks.style_generator))
 
+    if mode == "style_image":
+        from nerfeditor_ns.edit.steps_style import style_codes
+
+        inputs.update(strength=float(a.style_strength))
+        return ctx.step("w_style", inputs, lambda: style_codes(ctx), oom_flags=["--device cpu"])
+
     def compute():
         G = ctx.generator()
         res = int(G.resolution)
@@ -223,9 +241,6 @@ def step_w_style(ctx: EditContext) -> Dict[str, Any]:
             w_style = edits.style_mix(w, w_ref, a.mix_layer)
         elif mode == "edited_image":
             w_style = invert_image(ctx, read_image(a.edited_image, res))
-        elif mode == "style_image":
-            w_style = invert_image(ctx, read_image(a.style_image, res), generator=ctx.style_generator(),
-                                   use_encoder=False)
         elif mode == "direction":
             spec = ctx.checked.direction
             vectors, values = (t.detach().float().cpu() for t in load_adjustor(ctx).basis())
@@ -238,7 +253,7 @@ def step_w_style(ctx: EditContext) -> Dict[str, Any]:
         elif mode == "prompt":
             w_style = edits.clip_optimize(G, w[0].to(ctx.device), a.prompt, ctx.clip(), steps=a.clip_steps,
                                           id_loss=ctx.identity()).w.detach().cpu()
-        else:  # pragma: no cover - validate_inputs refuses other modes
+        else:  # pragma: no cover - validate_inputs refuses other modes (style_image: steps_style.style_codes)
             raise EditError(f"unknown edit mode {mode}")
         w_style = w_style.reshape(1, G.num_ws, G.w_dim).detach().cpu()
         _, gen = ctx.edit_generator()

@@ -1,6 +1,7 @@
 """Step 8 of an edit (paper Fig. 2, right): the guide images. Only the edit's change is moved onto the full-resolution
 renders (``guide_transfer.py``), drawn by the finetuned generator G' in-domain (through the adjustor) and by G'_style
-out-of-domain (through the hidden mapper), so a null edit gives the renders themselves.
+out-of-domain (through the hidden mapper), so a null edit gives the renders themselves. --style-image draws every
+view through the art generator's hidden mapper (``steps_style.py``).
 """
 
 from __future__ import annotations
@@ -40,36 +41,6 @@ def guides_out_of_domain(ctx: EditContext) -> bool:
     return ctx.args.out_of_domain_guides and ctx.views().cameras_out is not None and "crops_out" in ctx.results["crops"]
 
 
-def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
-    """--style-image: the art generator's crops pasted back (I_in = G_art(w_style + V(k*d)),
-    I_out = G_art_style(H(render), w_style))."""
-    import torch
-
-    from nerfeditor_ns.edit.crops import paste_crops
-    from nerfeditor_ns.gan.hidden_mapper import stylize_out_of_domain
-
-    a = ctx.args
-    render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
-    w_style = ctx.results["w_style"]["w_style"]
-    views = ctx.views()
-    _, gen = ctx.edit_generator()
-    crops_in = load_adjustor(ctx).generate(gen, w_style.to(ctx.device), poses(views.theta_in, views.phi_in).to(ctx.device),
-                                           batch_size=a.adjustor_batch).cpu()
-    guide_in, _ = paste_crops(render["rgb_in"], crops_in, crops["windows_in"], mask=masks["mask_in"])
-    out = {"crops_in": crops_in, "guide_in": guide_in}
-    if guides_out_of_domain(ctx):
-        mapper = hidden_mapper_for(ctx, gen_path, gen)
-        outs = []
-        with torch.no_grad():
-            for start in range(0, crops["crops_out"].shape[0], a.adjustor_batch):
-                part = crops["crops_out"][start : start + a.adjustor_batch].to(ctx.device)
-                outs.append(stylize_out_of_domain(gen, mapper, part, w_style[None].to(ctx.device)).cpu())
-        crops_out = torch.cat(outs)
-        guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
-        out.update({"crops_out": crops_out, "guide_out": guide_out})
-    return out
-
-
 def in_domain_change(ctx: EditContext) -> str:
     """The in-domain change actually used: ``--in-domain-change``, with "auto" resolved by the edit mode (colour-map
     for a reference image, whose style mixing takes the reference's colour layers; generator otherwise)."""
@@ -104,15 +75,20 @@ def step_guides(ctx: EditContext) -> Dict[str, Any]:
     render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
     w_style = ctx.results["w_style"]["w_style"]
     w_frontal = ctx.results["invert"]["w_frontal"]
-    gen_path = ctx.networks.style_generator if ctx.mode == "style_image" else ctx.networks.generator
+    gen_path = ctx.generator_file()
     inputs = dict(mapper=net_id(ctx.networks.hidden_mapper), gen=net_id(gen_path), transfer="change",
                   out_of_domain=a.out_of_domain_guides, out_change=a.out_of_domain_change,
                   in_change=in_domain_change(ctx), clamp="fitted-range", map_region=a.colour_map_region,
                   map_region_rule=f"crop-if-error<={CROP_FIT_MAX_ERROR}")
+    if ctx.mode == "style_image":
+        inputs["style"] = [a.style_level, a.style_guides]
 
     def compute():
-        if ctx.mode == "style_image":
-            out = _style_transfer_guides(ctx, gen_path)
+        if ctx.mode == "style_image":  # Sec. 4.5 / App. D: every view through the art generator's hidden mapper
+            from nerfeditor_ns.edit.steps_style import style_transfer_guides
+
+            out = style_transfer_guides(ctx, hidden_mapper_for(ctx, gen_path, ctx.generator()),
+                                        guides_out_of_domain(ctx))
             check_guides(out)
             return out
         views = ctx.views()

@@ -80,7 +80,8 @@ def edit_region(ctx: EditContext) -> Optional["EditRegion"]:
     """The NeRF's edit region for ``--edit-region box`` (None for "everywhere"): the crops step's subject box, cut
     below at the chin's level (the crops frame the head from ``FaceLayout.top`` to ``FaceLayout.bottom`` of the
     window, and the window spans the box's half-size either side of its centre), so a face edit never reaches the
-    clothes; it fades out over :data:`EDIT_REGION_FALLOFF` of the half-size."""
+    clothes (not cut for ``--face-alignment none``: a subject that is not a face); it fades out over
+    :data:`EDIT_REGION_FALLOFF` of the half-size."""
     if ctx.args.edit_region != "box":
         return None
     from nerfeditor_ns.edit.crops import FaceLayout, SubjectBox
@@ -88,6 +89,8 @@ def edit_region(ctx: EditContext) -> Optional["EditRegion"]:
 
     box = SubjectBox.from_dict(ctx.results["crops"]["box"])
     chin = 2.0 * FaceLayout().bottom - 1.0  # chin below the centre, in half-sizes
+    if ctx.results["crops"].get("aligned_by") == "none":  # no face layout (any subject): the whole box
+        chin = 1.0
     return EditRegion(centre=tuple(box.centre.tolist()), half_size=box.half_size,
                       rotation=tuple(box.rotation.reshape(-1).tolist()), falloff=EDIT_REGION_FALLOFF, bottom=chin)
 

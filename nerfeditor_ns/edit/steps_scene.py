@@ -77,8 +77,9 @@ def step_crops(ctx: EditContext) -> Dict[str, Any]:
             box, aligned_by, note = frontal_box(geo_front, ctx.frontal_camera(), render["rgb_front"][0],
                                                 render["depth_front"][0], render["acc_front"][0], a.face_alignment)
         except ValueError as err:
-            raise EditError(str(err), "pass --face-alignment auto (landmarks when possible) or silhouette; landmarks "
-                            "need the `faces` extra and a face in the frontal view (--frontal-camera).") from None
+            raise EditError(str(err), "pass --face-alignment auto (landmarks when possible), silhouette, or none (a "
+                            "subject that is not a face); landmarks need the `faces` extra and a face in the frontal "
+                            "view (--frontal-camera).") from None
         if note:
             ctx.console.print(f"[yellow]note:[/yellow] {note}")
         box = SubjectBox(box.centre, box.half_size * a.box_scale, box.rotation)
@@ -103,7 +104,7 @@ def step_crops(ctx: EditContext) -> Dict[str, Any]:
         save_image(out["crops_front"], ctx.run.work / "frontal.png")
         return out
 
-    return ctx.step("crops", dict(box_scale=a.box_scale, net=net_id(ctx.networks.generator),
+    return ctx.step("crops", dict(box_scale=a.box_scale, net=net_id(ctx.generator_file()),
                                   alignment=a.face_alignment), compute,
                     oom_flags=["--render-scale"])
 
