@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from nerfeditor_ns.edit.context import EditContext, net_id
-from nerfeditor_ns.edit.steps_gan import finetuned_generator, load_adjustor, poses
+from nerfeditor_ns.edit.steps_gan import finetuned_generator, load_adjustor, poses, synthesis_batch
 
 
 def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
@@ -48,21 +48,21 @@ def _style_transfer_guides(ctx: EditContext, gen_path: Path) -> Dict[str, Any]:
     from nerfeditor_ns.edit.crops import paste_crops
     from nerfeditor_ns.gan.hidden_mapper import stylize_out_of_domain
 
-    a = ctx.args
     render, crops, masks = ctx.results["render"], ctx.results["crops"], ctx.results["masks"]
     w_style = ctx.results["w_style"]["w_style"]
     views = ctx.views()
     _, gen = ctx.edit_generator()
     crops_in = load_adjustor(ctx).generate(gen, w_style.to(ctx.device), poses(views.theta_in, views.phi_in).to(ctx.device),
-                                           batch_size=a.adjustor_batch).cpu()
+                                           batch_size=synthesis_batch(ctx)).cpu()
     guide_in, _ = paste_crops(render["rgb_in"], crops_in, crops["windows_in"], mask=masks["mask_in"])
     out = {"crops_in": crops_in, "guide_in": guide_in}
     if guides_out_of_domain(ctx):
         mapper = hidden_mapper_for(ctx, gen_path, gen)
         outs = []
-        with torch.no_grad():
-            for start in range(0, crops["crops_out"].shape[0], a.adjustor_batch):
-                part = crops["crops_out"][start : start + a.adjustor_batch].to(ctx.device)
+        with torch.inference_mode():
+            batch = synthesis_batch(ctx)
+            for start in range(0, crops["crops_out"].shape[0], batch):
+                part = crops["crops_out"][start : start + batch].to(ctx.device)
                 outs.append(stylize_out_of_domain(gen, mapper, part, w_style[None].to(ctx.device)).cpu())
         crops_out = torch.cat(outs)
         guide_out, _ = paste_crops(render["rgb_out"], crops_out, crops["windows_out"], mask=masks["mask_out"])
