@@ -214,7 +214,8 @@ class LatentCodeAdjustor(nn.Module):
         """Images ``G(w + V (k * d))`` for the poses, in [-1, 1], without gradients (batched)."""
         ws_all = _broadcast_rows(_as_ws(w, self.w_dim), generator)
         outs = []
-        with torch.inference_mode():
+        # no_grad, not inference_mode: the decomposition caches its basis on first use, and training may reuse it
+        with torch.no_grad():
             for start in range(0, poses.shape[0], batch_size):
                 chunk = poses[start : start + batch_size]
                 w_chunk = ws_all if ws_all.shape[0] == 1 else ws_all[start : start + batch_size]
