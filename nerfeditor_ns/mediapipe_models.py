@@ -16,8 +16,9 @@ the install command.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -45,6 +46,30 @@ def _solutions() -> Any:
     except ImportError as err:
         raise MediapipeUnavailable(f"mediapipe is not installed ({err}). Install it with: {INSTALL_HINT}") from None
     return mp.solutions
+
+
+_MODELS: Dict[Tuple[str, Tuple[Tuple[str, Any], ...]], Any] = {}
+
+
+def _model(kind: str, **settings: Any) -> Any:
+    """The ``face_detection`` / ``face_mesh`` model with these settings, built once per process (an edit's metrics
+    ask several times; static-image models keep nothing from one image to the next, so reusing one changes no
+    result). Closed at exit."""
+    key = (kind, tuple(sorted(settings.items())))
+    if key not in _MODELS:
+        solutions = _solutions()
+        build = {"face_detection": lambda: solutions.face_detection.FaceDetection(**settings),
+                 "face_mesh": lambda: solutions.face_mesh.FaceMesh(static_image_mode=True, **settings)}[kind]
+        if not _MODELS:
+            atexit.register(_close_models)
+        _MODELS[key] = build()
+    return _MODELS[key]
+
+
+def _close_models() -> None:
+    while _MODELS:
+        _, model = _MODELS.popitem()
+        model.close()
 
 
 def _as_uint8(images: Float[Tensor, "N H W 3"]) -> Tuple[List[Any], int, int]:
@@ -78,10 +103,10 @@ def _best_faces(images: Float[Tensor, "N H W 3"], min_confidence: float) -> List
     """The most confident face detection per image (None where none reaches ``min_confidence``)."""
     arrays, _, _ = _as_uint8(images)
     best: List[Any] = []
-    with _solutions().face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_confidence) as model:
-        for array in arrays:
-            detections = model.process(array).detections or []
-            best.append(max(detections, key=lambda d: d.score[0]) if detections else None)
+    model = _model("face_detection", model_selection=0, min_detection_confidence=min_confidence)
+    for array in arrays:
+        detections = model.process(array).detections or []
+        best.append(max(detections, key=lambda d: d.score[0]) if detections else None)
     return best
 
 
@@ -121,13 +146,12 @@ def face_landmarks(images: Float[Tensor, "N H W 3"], min_confidence: float = 0.0
     x's scale; MediaPipe face mesh, static images), or None where no face is found."""
     arrays, h, w = _as_uint8(images)
     out: List[Optional[Tensor]] = []
-    with _solutions().face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                                          min_detection_confidence=min_confidence) as model:
-        for array in arrays:
-            faces = model.process(array).multi_face_landmarks
-            if not faces:
-                out.append(None)
-                continue
-            points = torch.tensor([[p.x * w, p.y * h, p.z * w] for p in faces[0].landmark], dtype=torch.float32)
-            out.append(points)
+    model = _model("face_mesh", max_num_faces=1, refine_landmarks=False, min_detection_confidence=min_confidence)
+    for array in arrays:
+        faces = model.process(array).multi_face_landmarks
+        if not faces:
+            out.append(None)
+            continue
+        points = torch.tensor([[p.x * w, p.y * h, p.z * w] for p in faces[0].landmark], dtype=torch.float32)
+        out.append(points)
     return out

@@ -4,7 +4,7 @@ Every ray carries the per-ray conditioning of docs/ARCHITECTURE.md: ``metadata["
 0 = original scene, 1 = stylized) and, when given, ``metadata["beta_index"]`` (int64 [.., 1]). Without a beta
 index the model uses its default appearance (the average of the original images). Rays are rendered in chunks of
 ``chunk`` rays through ``model.get_outputs_for_camera_ray_bundle`` (which may split them further by its own
-``eval_num_rays_per_chunk``), under ``torch.no_grad`` and in eval mode (restored afterwards).
+``eval_num_rays_per_chunk``), under ``torch.inference_mode`` and in eval mode (restored afterwards).
 
 Returned depth is the model's ``expected_depth`` when it has one, else ``depth``: in nerfstudio both are distances
 along the unit ray direction, so ``origin + depth * direction`` is the surface point (used by the masks).
@@ -83,7 +83,7 @@ def render_views(
         model.eval()
     results: Dict[str, list] = {"rgb": [], "depth": [], "accumulation": []}
     try:
-        with torch.no_grad(), _progress(progress, n, description) as advance:
+        with torch.inference_mode(), _progress(progress, n, description) as advance:
             for i in range(n):
                 bundle = cameras.generate_rays(camera_indices=i, keep_shape=True)  # [H, W]
                 h, w = bundle.origins.shape[:2]

@@ -173,9 +173,9 @@ def step_gen_finetune(ctx: EditContext) -> Dict[str, Any]:
                                      identity_weight=0.1 if ctx.networks.arcface else 0.0)
         ).to(ctx.device)
         perceptual = ctx.perceptual()
-        before = gf.generator_fidelity(gf.generate(G, codes, a.adjustor_batch), targets, perceptual)
+        before = gf.generator_fidelity(gf.generate(G, codes, synthesis_batch(ctx)), targets, perceptual)
         result = gf.finetune_generator(G, codes, targets.to(ctx.device), cfg, loss=loss)
-        after = gf.generator_fidelity(gf.generate(result.generator, codes, a.adjustor_batch), targets, perceptual)
+        after = gf.generator_fidelity(gf.generate(result.generator, codes, synthesis_batch(ctx)), targets, perceptual)
         out: Dict[str, Any] = {"steps": cfg.steps, "lr": cfg.lr, "locality_weight": cfg.locality_weight,
                                "locality_radius_w": result.radius, "fidelity_before": before, "fidelity_after": after,
                                "codes": codes.cpu()}
@@ -263,3 +263,14 @@ def step_w_style(ctx: EditContext) -> Dict[str, Any]:
         return {"w_style": w_style[0]}
 
     return ctx.step("w_style", inputs, compute, oom_flags=["--device cpu"])
+
+
+CUDA_SYNTHESIS_BATCH = 16
+"""Images per generator call when synthesising without gradients on a GPU (at least; fewer, fuller kernels)."""
+
+
+def synthesis_batch(ctx: EditContext) -> int:
+    """Images per generator call when synthesising without gradients: ``--adjustor-batch`` on the CPU (results as
+    before), at least :data:`CUDA_SYNTHESIS_BATCH` on a GPU."""
+    batch = int(ctx.args.adjustor_batch)
+    return batch if ctx.device.type == "cpu" else max(batch, CUDA_SYNTHESIS_BATCH)

@@ -70,7 +70,7 @@ def clip_embedders(clip) -> Dict[str, Callable]:
 
     def image(images: Tensor, batch: int = 16) -> Tensor:
         out = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, images.shape[0], batch):
                 x = images[start : start + batch].permute(0, 3, 1, 2).float().to(clip.device) * 2 - 1
                 out.append(clip_image_embedding(clip, x).float().cpu())

@@ -116,7 +116,7 @@ def region_lpips(
     param = next(iter(getattr(lpips_net, "parameters", lambda: iter(()))()), None)
     device = param.device if param is not None else torch.device("cpu")
     maps: List[Tensor] = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, a.shape[0], batch):
             x = a_r[start : start + batch].permute(0, 3, 1, 2).to(device) * 2 - 1
             y = b[start : start + batch].permute(0, 3, 1, 2).to(device) * 2 - 1

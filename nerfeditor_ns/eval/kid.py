@@ -82,7 +82,7 @@ def inception_features(inception: Callable[[Tensor], Tensor], images: Float[Tens
     param = next(iter(getattr(inception, "parameters", lambda: iter(()))()), None)
     device = param.device if param is not None else torch.device("cpu")
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, images.shape[0], batch):
             x = (images[start : start + batch].clamp(0, 1) * 255).byte().permute(0, 3, 1, 2).to(device)
             out.append(inception(x).double().cpu())

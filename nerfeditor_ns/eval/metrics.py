@@ -85,7 +85,7 @@ def identity_cosines(
     _check_pair(crops_a, crops_b, "identity_cosines")
     param = next(iter(getattr(arcface, "parameters", lambda: iter(()))()), None)
     device = param.device if param is not None else crops_a.device
-    with torch.no_grad():
+    with torch.inference_mode():
         fa = F.normalize(arcface(arcface_input(crops_a.float()).to(device)).float().cpu(), dim=-1)
         fb = F.normalize(arcface(arcface_input(crops_b.float()).to(device)).float().cpu(), dim=-1)
     return (fa * fb).sum(-1)

@@ -214,6 +214,7 @@ class LatentCodeAdjustor(nn.Module):
         """Images ``G(w + V (k * d))`` for the poses, in [-1, 1], without gradients (batched)."""
         ws_all = _broadcast_rows(_as_ws(w, self.w_dim), generator)
         outs = []
+        # no_grad, not inference_mode: the decomposition caches its basis on first use, and training may reuse it
         with torch.no_grad():
             for start in range(0, poses.shape[0], batch_size):
                 chunk = poses[start : start + batch_size]
@@ -320,7 +321,8 @@ def train_adjustor(
         noise_mode: the generator's noise mode.
         seed: seed of the minibatch sampling.
         progress: show a rich progress bar with the running loss.
-        log_every: progress bar refresh interval (steps).
+        log_every: steps between reading the losses back (the progress bar and the finite-loss check; not every
+            step, so a GPU is not made to wait each step).
     """
     _check_pairs(images, poses)
     if steps < 1:
@@ -346,6 +348,9 @@ def train_adjustor(
 
     from nerfeditor_ns.io_utils import progress_bar
 
+    from nerfeditor_ns.gan.loss_log import LossLog
+
+    log = LossLog(history, log_every)
     bar = progress_bar("latent code adjustor", enabled=progress)
     adjustor.train()
     with bar:
@@ -363,18 +368,16 @@ def train_adjustor(
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            history["total"].append(float(total.detach()))
-            history["reconstruction"].append(float(terms["total"].detach()))
-            history["entropy"].append(float(entropy.detach()))
-            for name, value in terms.items():
-                if name != "total":
-                    history.setdefault(name, []).append(float(value.detach()))
-            if not math.isfinite(history["total"][-1]):
-                raise FloatingPointError(
-                    f"adjustor loss became {history['total'][-1]} at step {step}; lower lr / basis_lr, or set "
-                    "differentiable=False if the W spectrum has near-equal eigenvalues among the top components."
-                )
-            if step % max(1, log_every) == 0 or step == steps:
+            # read back every log_every steps, not every step (no host sync per step on a GPU)
+            log.add(step, total=total, reconstruction=terms["total"], entropy=entropy,
+                    **{name: value for name, value in terms.items() if name != "total"})
+            if log.due(step) or step == steps:
+                bad = log.flush()
+                if bad is not None:
+                    raise FloatingPointError(
+                        f"adjustor loss became {bad[2]} at step {bad[0]}; lower lr / basis_lr, or set "
+                        "differentiable=False if the W spectrum has near-equal eigenvalues among the top components."
+                    )
                 recent = history["total"][-max(1, log_every) :]
                 bar.update(task, completed=step, description=f"loss {sum(recent) / len(recent):.4f}")
     adjustor.eval()

@@ -29,10 +29,9 @@ fingerprint (:func:`save_finetuned_synthesis` / :func:`load_finetuned_generator`
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +42,8 @@ from nerfeditor_ns.gan.losses import LossFn, reconstruction_terms
 
 FINETUNE_FORMAT = "nerfeditor-ns/generator-finetune"
 FINETUNE_VERSION = 1
+LOG_EVERY = 10
+"""Steps between reading the finetune's losses back (progress bar and finite-loss check)."""
 _MAPPING_PREFIXES = ("mapping_weights.", "mapping_biases.")
 
 
@@ -174,6 +175,9 @@ def finetune_generator(
 
     bar = Progress(TextColumn("[bold blue]generator finetune"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.description}"), TimeRemainingColumn(), disable=not progress)
+    from nerfeditor_ns.gan.loss_log import LossLog
+
+    log = LossLog(history, LOG_EVERY)
     tuned.train()
     with bar:
         task = bar.add_task("", total=cfg.steps)
@@ -182,7 +186,7 @@ def finetune_generator(
             pred = tuned.synthesis(codes[idx.to(device)], noise_mode=cfg.noise_mode)
             rec = _terms(loss, pred, targets[idx.to(device)])
             total = rec["total"]
-            loc_value = 0.0
+            loc_value: Any = 0.0
             if cfg.locality_weight > 0:
                 z = torch.randn(cfg.locality_batch, generator.z_dim, generator=rng).to(device)
                 pick = torch.randint(n, (cfg.locality_batch,), generator=rng).to(device)
@@ -191,20 +195,18 @@ def finetune_generator(
                     reference = generator.synthesis(w_loc, noise_mode=cfg.noise_mode)
                 loc = _terms(loss, tuned.synthesis(w_loc, noise_mode=cfg.noise_mode), reference)["total"]
                 total = total + cfg.locality_weight * loc
-                loc_value = float(loc.detach())
+                loc_value = loc
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            history["total"].append(float(total.detach()))
-            history["reconstruction"].append(float(rec["total"].detach()))
-            history["locality"].append(loc_value)
-            for name, value in rec.items():
-                if name != "total":
-                    history.setdefault(name, []).append(float(value.detach()))
-            if not math.isfinite(history["total"][-1]):
-                raise FloatingPointError(f"generator finetune loss became {history['total'][-1]} at step {step}; "
-                                         "lower the learning rate.")
-            if step % 10 == 0 or step == cfg.steps:
+            # read back every LOG_EVERY steps, not every step (no host sync per step on a GPU)
+            log.add(step, total=total, reconstruction=rec["total"], locality=loc_value,
+                    **{name: value for name, value in rec.items() if name != "total"})
+            if log.due(step) or step == cfg.steps:
+                bad = log.flush()
+                if bad is not None:
+                    raise FloatingPointError(f"generator finetune loss became {bad[2]} at step {bad[0]}; "
+                                             "lower the learning rate.")
                 bar.update(task, completed=step, description=f"loss {history['total'][-1]:.4f}")
     tuned.requires_grad_(False)
     return GeneratorFinetuneResult(tuned.eval(), history, float(radius))
@@ -216,7 +218,7 @@ def generate(
     """``G(codes)`` in batches, without gradients, on the generator's device; returned on the CPU."""
     device = next(generator.parameters()).device
     outs = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, codes.shape[0], batch_size):
             outs.append(generator.synthesis(codes[start : start + batch_size].to(device), noise_mode=noise_mode).cpu())
     return torch.cat(outs)

@@ -51,6 +51,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfeditor_ns.nerf import losses as edit_losses
 from nerfeditor_ns.nerf.edit_region import EditRegion
 from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE, ConditionalNerfField
+from nerfeditor_ns.nerf.fast_inference import use_fast_inference
 
 ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
 """File name torchvision gives the AlexNet ImageNet weights in ``<torch hub dir>/checkpoints`` (LPIPS backbone)."""
@@ -222,6 +223,7 @@ class NerfEditorModel(NerfactoModel):
                 self.config.camera_optimizer, num_cameras=self.num_train_data, device="cpu"
             )
         self._setup_viewer_controls()
+        use_fast_inference(self.proposal_networks)  # renders: the fast exact path (fast_inference.py)
 
     def _start_from(self, nerfacto_field: Dict[str, Tensor]) -> None:
         """Copy nerfacto's freshly initialised field parameters into the conditional field's nerfacto part (every
@@ -232,7 +234,7 @@ class NerfEditorModel(NerfactoModel):
 
     def _build_field(self) -> ConditionalNerfField:
         c = self.config
-        return ConditionalNerfField(
+        field = ConditionalNerfField(
             self.scene_box.aabb,
             num_images=self.num_train_data,
             d_beta=c.d_beta,
@@ -256,6 +258,8 @@ class NerfEditorModel(NerfactoModel):
             average_init_density=c.average_init_density,
             implementation=c.implementation,
         )
+        use_fast_inference(field)  # renders: the fast exact path (fast_inference.py)
+        return field
 
     def _frozen_copy_of_field(self) -> ConditionalNerfField:
         """A new field with the current field's weights, frozen (rebuilt rather than deep-copied: tcnn-safe)."""
@@ -385,16 +389,22 @@ class NerfEditorModel(NerfactoModel):
 
     # ------------------------------------------------------------------------------------------------ losses
     @staticmethod
-    def _guide_split(batch: Dict[str, Any], device: torch.device) -> Optional[Tuple[Tensor, Tensor]]:
-        """(original, guide) boolean ray masks when the batch carries guide rays, else None."""
+    def _guide_split(batch: Dict[str, Any], device: torch.device) -> Optional[Tuple[Tensor, Tensor, bool]]:
+        """(original, guide) boolean ray masks and whether any ray is original, when the batch carries guide rays,
+        else None. The data manager's host-side ``ray_counts`` answer "any?" without waiting for the GPU each step;
+        without them the masks are asked."""
         set_index = batch.get("set_index")
         if set_index is None:
             return None
+        counts = batch.get("ray_counts")
+        if counts is not None and counts.get("guide", 0) + counts.get("patch", 0) == 0:
+            return None
         set_index = set_index.to(device).reshape(-1)
         guide = set_index > 0
-        if not bool(guide.any()):
+        if counts is None and not bool(guide.any()):
             return None
-        return ~guide, guide
+        original = ~guide
+        return original, guide, counts["original"] > 0 if counts is not None else bool(original.any())
 
     def reference_density(
         self, ray_samples: RaySamples, guide: Tensor
@@ -413,8 +423,8 @@ class NerfEditorModel(NerfactoModel):
     def get_metrics_dict(self, outputs, batch):
         metrics_dict = super().get_metrics_dict(outputs, batch)
         split = self._guide_split(batch, outputs["rgb"].device)
-        if split is not None and bool(split[0].any()):  # PSNR of the original rays only
-            original, _ = split
+        if split is not None and split[2]:  # PSNR of the original rays only
+            original = split[0]
             gt_rgb = self.renderer_rgb.blend_background(batch["image"].to(self.device))
             metrics_dict["psnr"] = self.psnr(outputs["rgb"][original], gt_rgb[original])
         return metrics_dict
@@ -423,13 +433,13 @@ class NerfEditorModel(NerfactoModel):
         split = self._guide_split(batch, outputs["rgb"].device) if self.training else None
         if split is None:
             return super().get_loss_dict(outputs, batch, metrics_dict)  # plain training: nerfacto exactly
-        original, guide = split
+        original, guide, has_original = split
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)  # interlevel, distortion, camera opt
         image = batch["image"].to(self.device)
         pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
             pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=image
         )
-        if bool(original.any()):
+        if has_original:
             loss_dict["rgb_loss"] = self.rgb_loss(gt_rgb[original], pred_rgb[original])
         else:
             loss_dict["rgb_loss"] = pred_rgb.sum() * 0.0
@@ -452,7 +462,7 @@ class NerfEditorModel(NerfactoModel):
             density[guide], ref_density[guide], mask[guide]
         )
         # Eq. 4
-        if bool(original.any()):
+        if has_original:
             loss_dict["original_density_loss"] = c.original_loss_mult * edit_losses.original_density_loss(
                 density[original], ref_density[original]
             )
