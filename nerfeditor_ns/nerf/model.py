@@ -407,7 +407,8 @@ class NerfEditorModel(NerfactoModel):
             if key.split(".")[0] in names:
                 moved["field." + key] = value
         if self.field_original is not None:
-            moved.update({"field_original." + k[len("field.") :]: v for k, v in moved.items() if k.startswith("field.")})
+            field = {k[len("field.") :]: v for k, v in moved.items() if k.startswith("field.")}
+            moved.update({"field_original." + k: v for k, v in field.items()})
         moved["finetune_started"] = torch.tensor(self.field_original is not None)
         self.edit_moved_into_base = True
         return moved
