@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from nerfeditor_ns.edit.args import EditArgs
+from nerfeditor_ns.edit.chain import earlier_edits
 from nerfeditor_ns.edit.errors import EditError, NotANerfEditorRunError
 from nerfeditor_ns.edit.networks import NetworkPaths, check_networks_for_mode, resolve_networks
 from nerfeditor_ns.edit.run_dir import RunDir, step_key
@@ -143,6 +144,9 @@ class ValidatedEdit:
     run: RunDir
     direction: Optional[DirectionSpec] = None
     """The parsed ``--direction`` (None for the other edits)."""
+    chain: List[Dict[str, Any]] = field(default_factory=list)
+    """The edits already in the run being edited, oldest first (:mod:`nerfeditor_ns.edit.chain`): empty for a run
+    trained with ns-train; otherwise this is a chained edit, whose original is the last one's alpha = 1 scene."""
 
 
 def validate_inputs(args: EditArgs) -> ValidatedEdit:
@@ -151,6 +155,7 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
     if mode == "prompt" and not str(args.prompt).strip():
         raise EditError("--prompt is empty.", 'describe the edit, e.g. --prompt "tanned skin".')
     header = read_run_header(args.load_config)
+    chain = earlier_edits(args.load_config)
     for flag, value in (("--reference-image", args.reference_image), ("--edited-image", args.edited_image),
                         ("--style-image", args.style_image)):
         if value is not None:
@@ -196,4 +201,4 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
         raise EditError(f"--output-dir {out} is inside the original run.", "choose a directory outside it.")
     run = RunDir(out, overwrite=args.overwrite)
     run.check_output_free()
-    return ValidatedEdit(mode, spec, header["method_name"], networks, notes, run, direction)
+    return ValidatedEdit(mode, spec, header["method_name"], networks, notes, run, direction, chain)

@@ -105,11 +105,12 @@ def rescaled(cameras, scale: float):
     return cams
 
 
-def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = None):
+def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = None, chain_base: bool = False):
     """(config, pipeline) of a nerfstudio run through its own ``eval_setup``, after checking what would otherwise fail
     deep inside it. ``place_at``: load the run as if it lived there (the edited run in ``<out>.partial``, whatever
     its config.yml says, so a resume after the final config was written still finds it); its guide sets are read
-    from ``place_at/guides``."""
+    from ``place_at/guides``. ``chain_base``: an edited run loaded as the original of a chained edit, its edit
+    frozen into the base (:func:`nerfeditor_ns.edit.chain.as_chain_base`): its alpha = 0 is the edit's result."""
     import contextlib
     import io
 
@@ -120,6 +121,10 @@ def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = No
     from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals
 
     def placed(cfg):
+        if chain_base:
+            from nerfeditor_ns.edit.chain import as_chain_base
+
+            as_chain_base(cfg)
         if place_at is not None:
             place_run(cfg, place_at)
             cfg.pipeline.datamanager.guide_sets_dir = Path(place_at) / GUIDES_DIRNAME
@@ -194,8 +199,10 @@ class EditContext:
 
     # ------------------------------------------------------------------------------------------------- runs
     def original(self):
-        """(config, pipeline) of the original run."""
-        return self._once("original", lambda: load_run(self.args.load_config, self.args.render_chunk))
+        """(config, pipeline) of the original run: for a chained edit, the edited run with its edit frozen into the
+        base (its alpha = 0 is that edit's alpha = 1 scene)."""
+        return self._once("original", lambda: load_run(self.args.load_config, self.args.render_chunk,
+                                                       chain_base=bool(self.checked.chain)))
 
     def edited(self):
         """The finetuned pipeline, loaded from the partial run directory."""
@@ -347,14 +354,18 @@ class EditContext:
 
     # ------------------------------------------------------------------------------------------------ steps
     def scene_identity(self) -> Dict[str, Any]:
-        """The original run as scene-cache keys see it: its config.yml's SHA-256 and its newest checkpoint."""
+        """The original run as scene-cache keys see it: its config.yml's SHA-256 and its newest checkpoint (and, for
+        a chained edit, how many edits its base holds: the scene is the edited run's alpha = 1)."""
 
         def make():
             from nerfeditor_ns.edit.finetune import latest_checkpoint
 
             config = Path(self.args.load_config)
             ckpt = latest_checkpoint(config.absolute().parent / "nerfstudio_models")
-            return {"config": file_sha256(config), "checkpoint": None if ckpt is None else file_identity(ckpt)}
+            identity = {"config": file_sha256(config), "checkpoint": None if ckpt is None else file_identity(ckpt)}
+            if self.checked.chain:
+                identity["edits_in_base"] = len(self.checked.chain)
+            return identity
 
         return self._once("scene_identity", make)
 

@@ -157,7 +157,7 @@ def run_eval(args: EvalArgs) -> Path:
         out.print(f"[yellow]note:[/yellow] {name} metrics off: {why}.")
     chunk = args.render_chunk
     original_config, edited_dir = Path(record["original_run"]), Path(args.load_config).absolute().parent
-    _, original = load_run(original_config, chunk)
+    _, original = load_run(original_config, chunk, chain_base=bool(record.get("chain")))  # chained: its alpha 1
     _, edited = load_run(Path(args.load_config), chunk)
     guide_sets = _load_guide_sets(edited_dir)
 

@@ -176,10 +176,20 @@ def scale_learning_rates(trainer, scale: float) -> None:
             group["lr"] *= scale
 
 
+def reset_optimizer_state(trainer, parameters) -> None:
+    """Forget the optimizers' state (Adam moments, step count) of ``parameters``: the edited run's residual of a
+    chained edit is frozen into the base, and the new edit's fresh residual must not inherit its moments."""
+    ids = {id(p) for p in parameters}
+    for optimizer in trainer.optimizers.optimizers.values():
+        for param in [p for p in optimizer.state if id(p) in ids]:
+            del optimizer.state[param]
+
+
 def run_finetune(cfg: "TrainerConfig", lr_scale: float = 1.0) -> Path:
     """Finetune with nerfstudio's ``Trainer``; returns the final checkpoint path.
 
-    ``lr_scale`` multiplies the learning rates restored from the original run (``ns-edit --finetune-lr-scale``).
+    ``lr_scale`` multiplies the learning rates restored from the original run (``ns-edit --finetune-lr-scale``;
+    for a chained edit divided by the edited run's own, which its checkpoint's rates already carry).
 
     A checkpoint from an interrupted earlier attempt is discarded: finetuning restarts from the original weights so
     that the frozen "original model" copy (taken at the first finetuning step) really is the original.
@@ -195,6 +205,8 @@ def run_finetune(cfg: "TrainerConfig", lr_scale: float = 1.0) -> Path:
     with nerfstudio_checkpoint_globals():
         trainer.setup()  # loads the original checkpoint (optimizers and schedulers included)
     scale_learning_rates(trainer, lr_scale)
+    if trainer.pipeline.model.edit_moved_into_base:  # a chained edit: its residual starts afresh
+        reset_optimizer_state(trainer, trainer.pipeline.model.field.residual_parameters())
     # nerfstudio counts steps on from the loaded checkpoint but measures progress/ETA against max_num_iterations
     # alone ("2200 (440%)"); make its progress line count to the real last step.
     from nerfstudio.utils import writer

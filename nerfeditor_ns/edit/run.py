@@ -151,7 +151,9 @@ def edit_region_record(ctx: EditContext) -> Dict[str, Any]:
 
 
 def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
-    """edit.json: the edit, the original run, the networks (with SHA-256), settings and timings."""
+    """edit.json: the edit, the original run (the run edited: for a chained edit, the earlier edit's run, whose alpha
+    = 1 scene this edit started from), the earlier edits (``chain``, oldest first; empty unless chained), the networks
+    (with SHA-256), settings and timings."""
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(ctx.args).items()}
     steps = ctx.run.steps  # this invocation's figures: where each step's result came from, its wall and CPU time
     record = {
@@ -159,6 +161,7 @@ def write_record(ctx: EditContext, timings: Dict[str, Any]) -> None:
         "version": 1,
         "edit": ctx.checked.spec,
         "original_run": str(Path(ctx.args.load_config).absolute()),
+        "chain": list(ctx.checked.chain),
         "method_name": ctx.checked.method_name,
         "networks": network_hashes(ctx.networks),
         "network_sources": ctx.networks.sources,

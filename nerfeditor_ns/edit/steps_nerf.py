@@ -36,10 +36,21 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
     work = ctx.run.work
     guides_dir = work / GUIDES_DIRNAME
 
+    chain = ctx.checked.chain
+
     def compute():
+        from nerfeditor_ns.edit.chain import base_training_steps, lr_scale_of_last
+
         original, _ = ctx.original()
         names = write_guide_sets(ctx, guides_dir)
-        cfg = ft.build_finetune_config(original, work, guides_dir, a.finetune_steps, vis=a.vis,
+        # a chained edit loads the edited run, whose config counts only its own finetune's iterations and whose
+        # learning rates already carry its --finetune-lr-scale: the defaults come from the run the chain started at
+        trained = base_training_steps(chain) if chain else int(original.max_num_iterations)
+        steps = a.finetune_steps
+        if steps is None and chain and trained is not None:
+            steps = max(1, trained // 4)
+        lr_scale = a.finetune_lr_scale / lr_scale_of_last(chain) if chain else a.finetune_lr_scale
+        cfg = ft.build_finetune_config(original, work, guides_dir, steps, vis=a.vis,
                                        device_type=None if a.device == "auto" else a.device,
                                        loss_weights=a.finetune_loss_weights(), freeze_original=a.freeze_original,
                                        edit_region=edit_region(ctx))
@@ -48,10 +59,10 @@ def step_finetune(ctx: EditContext) -> Dict[str, Any]:
                               "original (alpha = 0) branch; add --freeze-original False for the paper's setting.")
         ft.save_config(cfg, work / "config.yml")
         ctx.console.print(f"finetuning {cfg.max_num_iterations} steps on guide sets {names} -> {work}")
-        ckpt = ft.run_finetune(cfg, lr_scale=a.finetune_lr_scale)
+        ckpt = ft.run_finetune(cfg, lr_scale=lr_scale)
         return {"checkpoint": str(ckpt.relative_to(work)) if work in ckpt.parents else str(ckpt),
                 "steps": int(cfg.max_num_iterations), "guide_sets": names,
-                "original_steps": int(original.max_num_iterations), "loss_weights": finetune_loss_weights(cfg),
+                "original_steps": trained, "loss_weights": finetune_loss_weights(cfg),
                 "freeze_original": bool(cfg.pipeline.model.freeze_original)}  # L_ori is 0 while it holds
 
     steps = a.finetune_steps if a.finetune_steps is not None else "default"

@@ -17,7 +17,7 @@ axis, so the edit fades out over a thin shell instead of cutting a seam. Samples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
@@ -81,4 +81,31 @@ class EditRegion:
         return smooth.prod(dim=-1)
 
 
-__all__ = ["EditRegion", "NUM_BOX_VALUES"]
+PRIOR_REGION_VALUES = NUM_BOX_VALUES + 2
+"""Numbers per earlier edit in a chained run's ``prior_edit_regions``: its box (13; all 0 without a region), falloff,
+bottom."""
+
+
+def encode_prior_region(box: Optional[Sequence[float]], falloff: float, bottom: float) -> Tuple[float, ...]:
+    """An edit's region (its model config's ``edit_box``, ``edit_box_falloff``, ``edit_box_bottom``) as the
+    :data:`PRIOR_REGION_VALUES` numbers of one earlier edit in ``prior_edit_regions`` (zeros: no region)."""
+    values = (0.0,) * NUM_BOX_VALUES if box is None else tuple(float(v) for v in box)
+    if len(values) != NUM_BOX_VALUES:
+        raise ValueError(f"edit_box needs {NUM_BOX_VALUES} numbers, got {len(values)}.")
+    return (*values, float(falloff), float(bottom))
+
+
+def decode_prior_regions(values: Sequence[float]) -> List[Optional[EditRegion]]:
+    """The earlier edits' regions of a chained run's ``prior_edit_regions`` (None: that edit had none), oldest first."""
+    if len(values) % PRIOR_REGION_VALUES:
+        raise ValueError(f"prior_edit_regions needs {PRIOR_REGION_VALUES} numbers per earlier edit (box 13, falloff, "
+                         f"bottom), got {len(values)}.")
+    regions: List[Optional[EditRegion]] = []
+    for start in range(0, len(values), PRIOR_REGION_VALUES):
+        chunk = [float(v) for v in values[start : start + PRIOR_REGION_VALUES]]
+        box = chunk[:NUM_BOX_VALUES]
+        regions.append(None if box[3] == 0 else EditRegion.from_values(box, chunk[-2], chunk[-1]))
+    return regions
+
+
+__all__ = ["EditRegion", "NUM_BOX_VALUES", "PRIOR_REGION_VALUES", "decode_prior_regions", "encode_prior_region"]

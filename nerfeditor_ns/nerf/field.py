@@ -29,13 +29,22 @@ image's own beta (the paper's per-guide code, absorbing guide inconsistencies) e
 E_app^D = MLP(beta_code(index)). Rays without a guide index (views, eval) give the residual the mean of E_app^D over
 the guide codes seen in training (zero before any finetuning).
 
+Chained edits (an edit of a run that ns-edit wrote): the earlier edits' residuals are kept, frozen, as a stack
+(:class:`EarlierEdit`, oldest first) that belongs to the base, each applied at its own alpha = 1 with its own view
+appearance and edit region, under every alpha:
+
+    s(x) = F_dens^0(H(x)) + sum_k r_k(x) F_dens^Dk(E_style^k(1), E_app^Dk, H(x)) + g(alpha) F_dens^D(...)
+
+(and the same for ``l``), so the new edit's alpha = 0 is the earlier edit's alpha = 1 scene, op for op, and alpha = 1
+is both edits. A field without earlier edits has no such modules (its state dict is unchanged).
+
 The per-ray codes come from ``ray_samples.metadata`` (``"alpha"``: ``[..., 1]`` float, ``"beta_index"``: ``[..., 1]``
 int64; see docs/ARCHITECTURE.md), defaulting to alpha 0 and the average appearance.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Literal, Optional, Tuple
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float, Int
@@ -103,7 +112,103 @@ def _encode_unique(values: Tensor, encoder: Callable[[Tensor], Tensor]) -> Tenso
     return encoder(unique)[inverse]
 
 
-class ConditionalNerfField(NerfactoField):
+class _ResidualCodes:
+    """Conditioning of one residual (the field's own, or an :class:`EarlierEdit`): E_app^D of guide codes and the
+    view appearance. Needs ``app_encoder``, ``guide_beta_indices`` and ``d_beta``."""
+
+    app_encoder: CodeEncoder
+    guide_beta_indices: Tensor
+    d_beta: int
+
+    def view_app_embedding(self) -> Float[Tensor, "app_embed_dim"]:
+        """E_app^D for rays without a guide beta: mean over the guide codes seen in training, zero before any."""
+        if self.guide_beta_indices.numel() == 0:
+            return self.app_encoder.net[-1].bias.new_zeros(self.app_encoder.net[-1].out_features)
+        codes = beta_code(self.guide_beta_indices, self.d_beta).to(self.app_encoder.net[-1].bias)
+        return self.app_encoder(codes).mean(dim=0)
+
+    def _delta_app(self, beta: Int[Tensor, "n"]) -> Float[Tensor, "n app_embed_dim"]:
+        def encode(unique: Tensor) -> Tensor:
+            codes = beta_code(unique.clamp(min=0), self.d_beta).to(self.app_encoder.net[-1].bias)
+            emb = self.app_encoder(codes)
+            return torch.where((unique >= GUIDE_BETA_OFFSET)[:, None], emb, self.view_app_embedding()[None])
+
+        return _encode_unique(beta, encode)
+
+
+def _resize_guide_indices(module: nn.Module, state_dict: Dict[str, Tensor], prefix: str) -> None:
+    """The guide index list grows in training: take the saved length before copying."""
+    saved = state_dict.get(prefix + "guide_beta_indices")
+    if saved is not None:
+        module.guide_beta_indices = torch.zeros_like(saved, device=module.guide_beta_indices.device)
+
+
+def _residual_density(
+    residual: "ConditionalNerfField | EarlierEdit",
+    features: Float[Tensor, "n hash_dim"],
+    flat_alpha: Float[Tensor, "n"],
+    flat_beta: Int[Tensor, "n"],
+    points: Callable[[], Float[Tensor, "n 3"]],
+) -> Optional[Dict[str, Tensor]]:
+    """One residual's gated density logits ``g * F_dens^D`` on the samples it acts on (alpha != 0, inside its edit
+    region), with what its colour head needs; None when it acts on no sample (then it is not evaluated)."""
+    active = flat_alpha != 0
+    region = None
+    if residual.edit_region is not None and bool(active.any()):
+        region = residual.edit_region.weight(points())
+        active = active & (region > 0)
+    if not bool(active.any()):
+        return None
+    idx = torch.nonzero(active, as_tuple=False).reshape(-1)
+    g = gate(flat_alpha[idx])[:, None]
+    if region is not None:  # g(alpha, x) = alpha * r(x) inside the edit region (edit_region.py)
+        g = g * region[idx, None].to(g)
+    e_style = _encode_unique(flat_alpha[idx], lambda a: residual.style_encoder(a[:, None]))
+    cond = torch.cat([e_style, residual._delta_app(flat_beta[idx])], dim=-1)
+    out = residual.delta_density_head(torch.cat([features[idx].to(cond), cond], dim=-1))
+    delta_logit, f_delta = torch.split(out, [1, out.shape[-1] - 1], dim=-1)
+    return {"idx": idx, "g": g, "cond": cond, "f_delta": f_delta, "gated": g * delta_logit}
+
+
+def _residual_colour(
+    residual: "ConditionalNerfField | EarlierEdit", d: Tensor, f_geo: Tensor, delta: Dict[str, Tensor]
+) -> Float[Tensor, "m 3"]:
+    """One residual's gated colour logits ``g * F_color^D`` on the samples of its :func:`_residual_density`."""
+    idx = delta["idx"]
+    x = torch.cat([d[idx], f_geo[idx], delta["f_delta"], delta["cond"]], dim=-1)
+    return delta["g"] * residual.delta_color_head(x.to(delta["cond"]))
+
+
+class EarlierEdit(_ResidualCodes, nn.Module):
+    """The frozen residual of an earlier edit of a chained run: its E_style, E_app^D, F_dens^D, F_color^D, the guide
+    codes it was finetuned with (its view appearance) and its edit region. Part of the base: applied at alpha = 1."""
+
+    def __init__(self, d_beta: int, style_embed_dim: int, app_embed_dim: int, code_hidden_dim: int,
+                 delta_hidden_dim: int, delta_num_layers: int, density_in_dim: int, colour_in_dim: int,
+                 geo_feat_dim: int, edit_region: Optional[EditRegion]) -> None:
+        super().__init__()
+        self.d_beta = d_beta
+        self.style_encoder = CodeEncoder(1, style_embed_dim, code_hidden_dim)
+        self.app_encoder = CodeEncoder(d_beta, app_embed_dim, code_hidden_dim)
+        self.delta_density_head = ResidualHead(density_in_dim, delta_hidden_dim, delta_num_layers, 1 + geo_feat_dim)
+        self.delta_color_head = ResidualHead(colour_in_dim, delta_hidden_dim, delta_num_layers, 3)
+        self.register_buffer("guide_beta_indices", torch.zeros(0, dtype=torch.long))
+        self.edit_region = edit_region
+        """Where this edit acted (None: everywhere); from the run's config (``prior_edit_regions``)."""
+        self.requires_grad_(False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        _resize_guide_indices(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+RESIDUAL_MODULES = ("style_encoder", "app_encoder", "delta_density_head", "delta_color_head")
+"""Attribute names of a residual's modules (the field's own and each :class:`EarlierEdit`'s)."""
+RESIDUAL_BUFFERS = ("guide_beta_indices",)
+"""Attribute names of a residual's buffers."""
+
+
+class ConditionalNerfField(_ResidualCodes, NerfactoField):
     """nerfacto's field plus the alpha-gated residual heads F_dens^D and F_color^D (see the module docstring).
 
     Args:
@@ -118,6 +223,8 @@ class ConditionalNerfField(NerfactoField):
         appearance_embedding_dim: nerfacto's per-image appearance embedding of the base (0 = none).
         num_layers, hidden_dim, geo_feat_dim, num_levels, base_res, max_res, log2_hashmap_size, features_per_level,
         num_layers_color, hidden_dim_color, spatial_distortion, average_init_density, implementation: nerfacto's.
+        prior_edit_regions: one entry per earlier edit of a chained run, oldest first: the edit region it was
+            finetuned with (None: everywhere). Each gets a frozen :class:`EarlierEdit` (weights from the checkpoint).
     """
 
     def __init__(
@@ -144,6 +251,7 @@ class ConditionalNerfField(NerfactoField):
         spatial_distortion: Optional[SpatialDistortion] = None,
         average_init_density: float = 1.0,
         implementation: Literal["tcnn", "torch"] = "tcnn",
+        prior_edit_regions: Sequence[Optional[EditRegion]] = (),
     ) -> None:
         if num_images < 1:
             raise ValueError(f"ConditionalNerfField needs at least one training image, got num_images={num_images}.")
@@ -219,6 +327,14 @@ class ConditionalNerfField(NerfactoField):
         self._delta: Optional[Dict[str, Tensor]] = None
         self.edit_region: Optional[EditRegion] = None
         """Where the residual may act (None: everywhere); see :mod:`nerfeditor_ns.nerf.edit_region`."""
+        # earlier edits of a chained run, frozen into the base (built last: a plain field's init is unchanged)
+        colour_in_dim = self.direction_encoding.get_out_dim() + 2 * geo_feat_dim + cond_dim
+        self.prior_edits = nn.ModuleList([
+            EarlierEdit(d_beta, style_embed_dim, app_embed_dim, code_hidden_dim, delta_hidden_dim, delta_num_layers,
+                        hash_dim + cond_dim, colour_in_dim, geo_feat_dim, region)
+            for region in prior_edit_regions
+        ])
+        self._prior_deltas: List[Tuple[EarlierEdit, Dict[str, Tensor]]] = []
 
     # ----------------------------------------------------------------------------------------- conditioning
     def set_edit_region(self, region: Optional[EditRegion]) -> None:
@@ -232,21 +348,6 @@ class ConditionalNerfField(NerfactoField):
         if guide.numel() == 0:
             return
         self.guide_beta_indices = torch.unique(torch.cat([self.guide_beta_indices, guide]))
-
-    def view_app_embedding(self) -> Float[Tensor, "app_embed_dim"]:
-        """E_app^D for rays without a guide beta: mean over the guide codes seen in training, zero before any."""
-        if self.guide_beta_indices.numel() == 0:
-            return self.app_encoder.net[-1].bias.new_zeros(self.app_encoder.net[-1].out_features)
-        codes = beta_code(self.guide_beta_indices, self.d_beta).to(self.app_encoder.net[-1].bias)
-        return self.app_encoder(codes).mean(dim=0)
-
-    def _delta_app(self, beta: Int[Tensor, "n"]) -> Float[Tensor, "n app_embed_dim"]:
-        def encode(unique: Tensor) -> Tensor:
-            codes = beta_code(unique.clamp(min=0), self.d_beta).to(self.app_encoder.net[-1].bias)
-            emb = self.app_encoder(codes)
-            return torch.where((unique >= GUIDE_BETA_OFFSET)[:, None], emb, self.view_app_embedding()[None])
-
-        return _encode_unique(beta, encode)
 
     def base_appearance(self, beta: Int[Tensor, "n"]) -> Optional[Float[Tensor, "n appearance_dim"]]:
         """nerfacto's embedding of training image ``i``; the average embedding for any other index."""
@@ -299,25 +400,30 @@ class ConditionalNerfField(NerfactoField):
         logit, f_geo = torch.split(h, [1, self.geo_feat_dim], dim=-1)
 
         self._delta = None
+        self._prior_deltas = []
         self.last_delta_penalty = None
         flat_alpha, flat_beta = self.codes_for(ray_samples, alpha, beta_index)
-        active = flat_alpha != 0
-        region = None
-        if self.edit_region is not None and bool(active.any()):
-            region = self.edit_region.weight(ray_samples.frustums.get_positions().reshape(-1, 3).detach())
-            active = active & (region > 0)
-        if bool(active.any()):  # the residual only where alpha != 0 (nothing at all for original-scene batches)
-            idx = torch.nonzero(active, as_tuple=False).reshape(-1)
-            g = gate(flat_alpha[idx])[:, None]
-            if region is not None:  # g(alpha, x) = alpha * r(x) inside the edit region (edit_region.py)
-                g = g * region[idx, None].to(g)
-            e_style = _encode_unique(flat_alpha[idx], lambda a: self.style_encoder(a[:, None]))
-            cond = torch.cat([e_style, self._delta_app(flat_beta[idx])], dim=-1)
-            out = self.delta_density_head(torch.cat([features[idx].to(cond), cond], dim=-1))
-            delta_logit, f_delta = torch.split(out, [1, self.geo_feat_dim], dim=-1)
-            gated = g * delta_logit
-            logit = logit.to(gated).index_add(0, idx, gated)
-            self._delta = {"idx": idx, "g": g, "cond": cond, "f_delta": f_delta, "penalty": (gated**2).mean()}
+        world: List[Tensor] = []
+
+        def points() -> Tensor:  # world positions of the samples, for the edit regions (computed once)
+            if not world:
+                world.append(ray_samples.frustums.get_positions().reshape(-1, 3).detach())
+            return world[0]
+
+        if len(self.prior_edits) > 0:  # earlier edits: part of the base, each at its alpha = 1 and view appearance
+            at_one = torch.ones_like(flat_alpha)
+            average = torch.full_like(flat_beta, AVERAGE_APPEARANCE)
+            for prior in self.prior_edits:
+                prior_delta = _residual_density(prior, features, at_one, average, points)
+                if prior_delta is not None:
+                    logit = logit.to(prior_delta["gated"]).index_add(0, prior_delta["idx"], prior_delta["gated"])
+                    self._prior_deltas.append((prior, prior_delta))
+        # this edit's residual only where alpha != 0 (nothing at all for original-scene batches)
+        delta = _residual_density(self, features, flat_alpha, flat_beta, points)
+        if delta is not None:
+            gated = delta.pop("gated")
+            logit = logit.to(gated).index_add(0, delta["idx"], gated)
+            self._delta = {**delta, "penalty": (gated**2).mean()}
 
         logit = logit.view(*ray_samples.shape, 1)
         self._density_before_activation = logit
@@ -346,31 +452,35 @@ class ConditionalNerfField(NerfactoField):
             inputs.append(appearance.to(d))
         logits = self.mlp_head(torch.cat(inputs, dim=-1))
 
+        for prior, prior_delta in self._prior_deltas:  # earlier edits (part of the base), oldest first
+            gated = _residual_colour(prior, d, f_geo, prior_delta)
+            logits = logits.to(gated).index_add(0, prior_delta["idx"], gated)
+        self._prior_deltas = []
         delta = self._delta
         if delta is not None:
-            idx = delta["idx"]
-            x = torch.cat([d[idx], f_geo[idx], delta["f_delta"], delta["cond"]], dim=-1)
-            gated = delta["g"] * self.delta_color_head(x.to(delta["cond"]))
-            logits = logits.to(gated).index_add(0, idx, gated)
+            gated = _residual_colour(self, d, f_geo, delta)
+            logits = logits.to(gated).index_add(0, delta["idx"], gated)
             self.last_delta_penalty = delta["penalty"] + (gated**2).mean()
             self._delta = None
         rgb = torch.sigmoid(logits).view(*ray_samples.shape, 3).to(directions)
         return {FieldHeadNames.RGB: rgb}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        # the guide index list grows in training: take the saved length before copying
-        saved = state_dict.get(prefix + "guide_beta_indices")
-        if saved is not None:
-            self.guide_beta_indices = torch.zeros_like(saved, device=self.guide_beta_indices.device)
+        _resize_guide_indices(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- finetuning
     def base_modules(self) -> Tuple[nn.Module, ...]:
-        """The alpha = 0 branch: hash grid and density MLP, colour head, per-image appearance embedding."""
+        """The alpha = 0 branch: hash grid and density MLP, colour head, per-image appearance embedding (and the
+        earlier edits of a chained run, always frozen)."""
         modules: Tuple[nn.Module, ...] = (self.mlp_base, self.mlp_head)
         if self.embedding_appearance is not None:
             modules += (self.embedding_appearance,)
-        return modules
+        return modules + tuple(self.prior_edits)
+
+    def residual_parameters(self) -> List[nn.Parameter]:
+        """The parameters of this edit's residual (E_style, E_app^D, F_dens^D, F_color^D)."""
+        return [p for name in RESIDUAL_MODULES for p in getattr(self, name).parameters()]
 
     def freeze_base(self) -> None:
         """Stops gradients into the alpha = 0 branch, so the original scene is exactly preserved."""

@@ -17,6 +17,10 @@ penalty on the residual (our addition):
 - residual penalty: mean squared gated residual pre-activations on every sample of the alpha > 0 rays, so that the
   edited scene stays the original wherever guides and masks do not ask for a change.
 
+Chained edits (``prior_edit_regions``): the edited run's residual is frozen into the base (the field's
+``prior_edits``), so the "original model" the new edit's L_br / L_ori / residual penalty hold it to is the earlier
+edit's alpha = 1 scene; a fresh residual carries the new edit.
+
 The frozen "original model" is a copy of the field taken by :meth:`NerfEditorModel.begin_finetune` (automatically at
 the first training step when ``config.finetune``), which also freezes the alpha = 0 branch of the field itself
 (``freeze_original``). Densities are compared at the same sample points: the frozen field is evaluated on the
@@ -37,7 +41,7 @@ import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -49,9 +53,9 @@ from nerfstudio.field_components.spatial_distortions import SceneContraction
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 
 from nerfeditor_ns.nerf import losses as edit_losses
-from nerfeditor_ns.nerf.edit_region import EditRegion
-from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE, ConditionalNerfField
+from nerfeditor_ns.nerf.edit_region import EditRegion, decode_prior_regions
 from nerfeditor_ns.nerf.fast_inference import use_fast_inference
+from nerfeditor_ns.nerf.field import AVERAGE_APPEARANCE, RESIDUAL_BUFFERS, RESIDUAL_MODULES, ConditionalNerfField
 
 ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
 """File name torchvision gives the AlexNet ImageNet weights in ``<torch hub dir>/checkpoints`` (LPIPS backbone)."""
@@ -184,6 +188,12 @@ class NerfEditorModelConfig(NerfactoModelConfig):
     move, the field held only by L_ori (Eq. 4) and the RGB loss."""
     finetune: bool = False
     """Finetuning run: at the first training step take a frozen copy of the field as the "original model"."""
+    prior_edit_regions: Tuple[float, ...] = ()
+    """Earlier edits frozen into the base of a chained run (written by ns-edit when it edits an edited run):
+    ``nerf.edit_region.PRIOR_REGION_VALUES`` numbers per edit, oldest first (its edit_box, all 0 when it had none;
+    its falloff; its bottom). Their residuals apply at alpha = 1 under every alpha, so alpha = 0 renders the latest
+    earlier edit's result. A checkpoint with one edit fewer (the run being edited) is loaded with its residual moved
+    into the base and a fresh residual for the new edit."""
     default_alpha: float = 0.0
     """Style alpha used for rays without alpha (eval, viewer, ns-render, ns-export) until the viewer slider moves it:
     0 = the original scene; runs written by ns-edit are saved with 1 (they open on the edit)."""
@@ -215,6 +225,8 @@ class NerfEditorModel(NerfactoModel):
             self.field.set_edit_region(EditRegion.from_values(
                 self.config.edit_box, self.config.edit_box_falloff, self.config.edit_box_bottom))
         self.field_original = None
+        self.edit_moved_into_base = False
+        """True once :meth:`load_state_dict` moved the loaded run's edit into the base (a chained edit's start)."""
         self.register_buffer("finetune_started", torch.tensor(False))
         if self.config.finetune:
             self.field_original = self._frozen_copy_of_field()
@@ -257,6 +269,7 @@ class NerfEditorModel(NerfactoModel):
             spatial_distortion=None if c.disable_scene_contraction else SceneContraction(order=float("inf")),
             average_init_density=c.average_init_density,
             implementation=c.implementation,
+            prior_edit_regions=decode_prior_regions(c.prior_edit_regions),
         )
         use_fast_inference(field)  # renders: the fast exact path (fast_inference.py)
         return field
@@ -268,6 +281,15 @@ class NerfEditorModel(NerfactoModel):
         frozen.requires_grad_(False)
         frozen.eval()
         return frozen
+
+    def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
+        """nerfacto's groups without the earlier edits of a chained run (frozen, and left out so that the optimizer
+        state of the run being edited fits: same parameters, same order)."""
+        groups = super().get_param_groups()
+        prior = {id(p) for p in self.field.prior_edits.parameters()}
+        if prior:
+            groups["fields"] = [p for p in groups["fields"] if id(p) not in prior]
+        return groups
 
     # ---------------------------------------------------------------------------------------- viewer controls
     def _setup_viewer_controls(self) -> None:
@@ -283,7 +305,9 @@ class NerfEditorModel(NerfactoModel):
             max_value=1.0,
             step=0.01,
             cb_hook=self._on_style_alpha,
-            hint="0 = original scene, 1 = edited scene (paper Sec. 3.1)",
+            hint="0 = original scene, 1 = edited scene (paper Sec. 3.1)" if not self.config.prior_edit_regions else
+            "0 = the earlier edits' result (a chained run; the true original is the first run of edit.json's chain), "
+            "1 = with this edit",
         )
         self.viewer_appearance = ViewerNumber(
             name="Appearance (-1 = average)",
@@ -334,7 +358,9 @@ class NerfEditorModel(NerfactoModel):
         """Also loads across the finetune boundary.
 
         A checkpoint of the original scene (no ``field_original.*``) loaded into a finetuning model IS the original
-        model: its field weights become the frozen copy. A finetuned checkpoint re-creates the frozen copy.
+        model: its field weights become the frozen copy. A finetuned checkpoint re-creates the frozen copy. A
+        checkpoint with one earlier edit fewer than ``prior_edit_regions`` names starts a chained edit
+        (:meth:`_move_edit_into_base`).
         """
         state = dict(state_dict)
         if any(k.startswith(("field.density_mlp.", "field.color_mlp.")) for k in state):
@@ -344,6 +370,7 @@ class NerfEditorModel(NerfactoModel):
                 "(E_style / E_app inside the heads); it cannot be loaded into the alpha-gated residual field. Retrain "
                 "the scene with `ns-train nerfeditor`."
             )
+        state = self._move_edit_into_base(state)
         has_original = any(k.startswith("field_original.") for k in state)
         if has_original and self.field_original is None:
             self.field_original = self._frozen_copy_of_field()
@@ -355,6 +382,40 @@ class NerfEditorModel(NerfactoModel):
         if "finetune_started" not in state:  # checkpoints written before the flag existed
             state["finetune_started"] = torch.tensor(has_original)
         return super().load_state_dict(state, strict=strict, assign=assign)
+
+    def _move_edit_into_base(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        """A chained edit's start: a checkpoint with one earlier edit fewer than this model (the run being edited)
+        gets its residual moved to the newest ``field.prior_edits`` entry, this model's fresh residual for the new
+        edit, and the result as the frozen "original model" (so L_br / L_ori / the penalty hold the new edit to the
+        earlier edit's alpha = 1 scene). Any other count mismatch is refused."""
+        wanted = len(self.field.prior_edits)
+        saved = len({k.split(".")[2] for k in state if k.startswith("field.prior_edits.")})
+        if saved == wanted:
+            return state
+        if saved != wanted - 1:
+            raise RuntimeError(
+                f"This checkpoint holds {saved} earlier edits but the run's config.yml names {wanted} "
+                "(pipeline.model.prior_edit_regions): load a chained run with its own config.yml."
+            )
+        names = RESIDUAL_MODULES + RESIDUAL_BUFFERS
+        own = self.field.state_dict()
+        moved: Dict[str, Any] = {}
+        for key, value in state.items():
+            if key.startswith("field_original."):
+                continue  # re-taken below from the field with the edit in its base
+            if key.startswith("field.") and key[len("field.") :].split(".")[0] in names:
+                moved[f"field.prior_edits.{saved}.{key[len('field.'):]}"] = value
+            else:
+                moved[key] = value
+        for key, value in own.items():  # the new edit's residual: this model's fresh (zero-output) one
+            if key.split(".")[0] in names:
+                moved["field." + key] = value
+        if self.field_original is not None:
+            field = {k[len("field.") :]: v for k, v in moved.items() if k.startswith("field.")}
+            moved.update({"field_original." + k: v for k, v in field.items()})
+        moved["finetune_started"] = torch.tensor(self.field_original is not None)
+        self.edit_moved_into_base = True
+        return moved
 
     # ---------------------------------------------------------------------------------------------- forward
     def _fill_codes(self, ray_bundle: RayBundle) -> None:
