@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from nerfeditor_ns.edit.context import EditContext, net_id
-from nerfeditor_ns.edit.steps_gan import finetuned_generator, load_adjustor, poses, synthesis_batch
+from nerfeditor_ns.edit.steps_gan import finetuned_generator, load_adjustor, poses
 
 
 def hidden_mapper_for(ctx: EditContext, generator_path: Path, generator) -> Any:
