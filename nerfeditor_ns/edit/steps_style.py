@@ -60,7 +60,7 @@ def style_transfer_guides(ctx: EditContext, mapper: Any, out_of_domain: bool) ->
     a guide by --style-guides ("change": ``render + M * paste(G_style(H(crop), w) - G_style(H(crop), w_subject))``;
     "paste": the stylised crop pasted through the mask). The stylised frontal crop is saved as frontal_edited.png."""
     from nerfeditor_ns.edit.crops import paste_crops
-    from nerfeditor_ns.edit.guide_transfer import guides_from_crops
+    from nerfeditor_ns.edit.guide_transfer import guides_from_crops, out_of_domain_crops
     from nerfeditor_ns.gan.style_transfer import stylize_crops
 
     a = ctx.args
@@ -73,13 +73,14 @@ def style_transfer_guides(ctx: EditContext, mapper: Any, out_of_domain: bool) ->
     frontal = stylize_crops(G, mapper, crops["crops_front"], w_style, level, a.adjustor_batch)
     save_image(frontal.clamp(-1, 1), ctx.run.work / "frontal_edited.png")
     for tag in ("in", "out") if out_of_domain else ("in",):
-        edited = stylize_crops(G, mapper, crops[f"crops_{tag}"], w_style, level, a.adjustor_batch)
         rgb, windows, mask = render[f"rgb_{tag}"], crops[f"windows_{tag}"], masks[f"mask_{tag}"]
         if a.style_guides == "change":
-            unedited = stylize_crops(G, mapper, crops[f"crops_{tag}"], w_subject, level, a.adjustor_batch)
+            edited, unedited = out_of_domain_crops(G, mapper, crops[f"crops_{tag}"], w_subject, w_style,
+                                                   a.adjustor_batch, res=level)
             out[f"guide_{tag}"] = guides_from_crops(rgb, edited, unedited, windows, mask)["guide"]
             out[f"crops_{tag}_unedited"] = unedited
         else:
+            edited = stylize_crops(G, mapper, crops[f"crops_{tag}"], w_style, level, a.adjustor_batch)
             out[f"guide_{tag}"], _ = paste_crops(rgb, edited.clamp(-1, 1), windows, mask=mask)
         out[f"crops_{tag}"] = edited
     return out

@@ -41,7 +41,7 @@ PRIMES = (1, 2654435761, 805459861)
 
 class InferenceHashEncoding(HashEncoding):
     """A :class:`HashEncoding` whose torch forward takes the fast path (module docstring) while no gradient is
-    recorded. Built by :func:`use_inference_hash_encoding` from an existing encoding (same parameters)."""
+    recorded. Switched in by :func:`use_fast_inference` on an existing encoding (same parameters)."""
 
     def pytorch_fwd(self, in_tensor: Float[Tensor, "*bs input_dim"]) -> Float[Tensor, "*bs output_dim"]:
         if torch.is_grad_enabled() or self.hash_table_size & (self.hash_table_size - 1):
