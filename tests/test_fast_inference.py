@@ -31,6 +31,31 @@ def test_hash_encoding_equals_nerfstudio_bit_for_bit(levels, max_res, log2):
     assert enc.hash_table.grad is not None and enc.hash_table.grad.abs().sum() > 0
 
 
+def test_hash_encoding_in_several_passes_and_frozen_under_grad_mode(monkeypatch):
+    """More points than one pass holds: the passes join to nerfstudio's values. A frozen table fed positions without
+    gradients takes the fast path even with grad mode on (an edit's finetune), and records no graph."""
+    from nerfeditor_ns.nerf import fast_inference
+
+    torch.manual_seed(1)
+    enc = HashEncoding(num_levels=4, max_res=128, log2_hashmap_size=12, implementation="torch")
+    x = torch.rand(5, 301, 3) * 1.2 - 0.1
+    with torch.no_grad():
+        expected = enc(x)
+    use_fast_inference(enc)
+    monkeypatch.setattr(fast_inference, "POINT_LEVELS_PER_PASS", 4 * 97)  # 97 points a pass: 16 passes, a ragged end
+    with torch.no_grad():
+        assert torch.equal(enc(x), expected)
+    enc.hash_table.requires_grad_(False)
+
+    def nerfstudio_forward(*args, **kwargs):
+        raise AssertionError("nerfstudio's recorded forward ran for a frozen encoding")
+
+    monkeypatch.setattr(HashEncoding, "pytorch_fwd", nerfstudio_forward)
+    with torch.enable_grad():
+        out = enc(x)
+    assert torch.equal(out, expected) and out.grad_fn is None
+
+
 def test_scene_contraction_equals_nerfstudio_bit_for_bit():
     torch.manual_seed(0)
     x = torch.randn(1000, 3) * 3

@@ -247,6 +247,47 @@ def test_guide_rays_losses():
     assert float(losses["original_density_loss"]) > 0.0
 
 
+def test_finetune_with_the_frozen_branch_unrecorded_trains_the_same(monkeypatch):
+    """With the alpha = 0 branch frozen, its hash encoding records no graph (no positions' gradients: the fast path)
+    and a finetune step computes the same losses and the same gradients, to the last bit, as with nerfstudio's
+    recorded encoding."""
+    from nerfstudio.field_components.encodings import HashEncoding
+
+    torch.manual_seed(0)
+    model = make_model()
+    model.train()
+    model.begin_finetune()
+    assert model.field.position_grads is False
+    randomise_residual(model)
+    recorded = []
+    nerfstudio_forward = HashEncoding.pytorch_fwd
+    monkeypatch.setattr(HashEncoding, "pytorch_fwd", lambda self, x: recorded.append(1) or nerfstudio_forward(self, x))
+
+    def step(position_grads: bool):
+        model.field.position_grads = position_grads
+        model.zero_grad(set_to_none=True)
+        recorded.clear()
+        torch.manual_seed(3)  # the same stratified samples
+        guide_cameras = NUM_IMAGES + torch.arange(32)[:, None]  # guide rays: the camera refinement leaves them
+        rays = make_rays(32, seed=1, camera_indices=guide_cameras,
+                         metadata={"alpha": torch.ones(32, 1), "beta_index": GUIDE_BETA_OFFSET + torch.arange(32)[:, None]})
+        batch = {"image": torch.rand(32, 3, generator=torch.Generator().manual_seed(2)), "mask": torch.ones(32, 1),
+                 "set_index": torch.ones(32).long(), "alpha": torch.ones(32, 1)}
+        outputs = model.get_outputs(rays)
+        losses = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return {k: v.detach() for k, v in losses.items()}, grads, len(recorded)
+
+    losses_recorded, grads_recorded, calls_recorded = step(True)
+    losses_fast, grads_fast, calls_fast = step(False)
+    assert calls_recorded > 0 and calls_fast == 0
+    assert set(losses_fast) == set(losses_recorded) and all(torch.equal(losses_fast[k], losses_recorded[k])
+                                                            for k in losses_recorded)
+    assert grads_fast.keys() == grads_recorded.keys() and any(k.startswith("field.delta_") for k in grads_fast)
+    assert all(torch.equal(grads_fast[k], grads_recorded[k]) for k in grads_recorded)
+
+
 def test_depth_loss_uses_last_patch_rays():
     torch.manual_seed(0)
     model = make_model(depth_loss_mult=0.5)

@@ -327,6 +327,9 @@ class ConditionalNerfField(_ResidualCodes, NerfactoField):
         self._delta: Optional[Dict[str, Tensor]] = None
         self.edit_region: Optional[EditRegion] = None
         """Where the residual may act (None: everywhere); see :mod:`nerfeditor_ns.nerf.edit_region`."""
+        self.position_grads = True
+        """Record gradients of the sample positions through the alpha = 0 branch (nerfstudio's habit: normals,
+        camera refinement); off while that branch is frozen and nothing reads them (:meth:`freeze_base`)."""
         # earlier edits of a chained run, frozen into the base (built last: a plain field's init is unchanged)
         colour_in_dim = self.direction_encoding.get_out_dim() + 2 * geo_feat_dim + cond_dim
         self.prior_edits = nn.ModuleList([
@@ -392,7 +395,7 @@ class ConditionalNerfField(_ResidualCodes, NerfactoField):
         selector = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
         positions = positions * selector[..., None]
         self._sample_locations = positions
-        if not self._sample_locations.requires_grad:
+        if not self._sample_locations.requires_grad and self.position_grads:
             self._sample_locations.requires_grad = True
         encoding, base_mlp = self.mlp_base.model[0], self.mlp_base.model[1]
         features = encoding(positions.view(-1, 3))
@@ -482,7 +485,12 @@ class ConditionalNerfField(_ResidualCodes, NerfactoField):
         """The parameters of this edit's residual (E_style, E_app^D, F_dens^D, F_color^D)."""
         return [p for name in RESIDUAL_MODULES for p in getattr(self, name).parameters()]
 
-    def freeze_base(self) -> None:
-        """Stops gradients into the alpha = 0 branch, so the original scene is exactly preserved."""
+    def freeze_base(self, position_grads: bool = False) -> None:
+        """Stops gradients into the alpha = 0 branch, so the original scene is exactly preserved.
+
+        ``position_grads``: still record the sample positions' gradients through it (normals). Without them, and
+        with the branch's parameters frozen, its hash encoding records no autograd graph at all and takes the fast
+        path of ``fast_inference.py`` (the same values), and backward skips it."""
         for module in self.base_modules():
             module.requires_grad_(False)
+        self.position_grads = position_grads

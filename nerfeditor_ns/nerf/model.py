@@ -328,7 +328,9 @@ class NerfEditorModel(NerfactoModel):
         """Freeze a copy of the current field as the "original model" of Eqs. 3-4 (once per run) and, with
         ``freeze_original``, the alpha = 0 branch of the field itself (also when resuming a finetuned run)."""
         if self.config.freeze_original:
-            self.field.freeze_base()
+            # nothing reads the positions' gradients through the frozen branch (every finetune ray is a guide ray,
+            # which the camera refinement leaves alone), unless normals are predicted
+            self.field.freeze_base(position_grads=self.config.predict_normals)
             self.proposal_networks.requires_grad_(False)  # they place the samples the original is rendered with
         if bool(self.finetune_started):
             return
