@@ -2,8 +2,8 @@
 
 Trains ``nerfeditor-tiny`` on the shipped 64 px face capture (``tests/data/face_small``) as the demo does, unless
 ``--load-config`` names a run, trains (or reuses) the demo's slim hidden mapper, empties the run's scene cache, then
-runs the real ``ns-edit`` (a subprocess each, demo settings from ``nerfeditor_ns.demo.edit_argv``, the 32 px face
-generator) three times:
+runs the real ``ns-edit`` (a subprocess each; ``--settings demo``: the demo's settings from
+``nerfeditor_ns.demo.edit_argv``; ``--settings default``: ns-edit's defaults; the 32 px face generator) three times:
 
 1. ``first``: ``--direction pc:0:+2`` with an empty scene cache (computes every step, fills the cache);
 2. ``second``: ``--direction pc:1:+2``, same generator and settings (reuses the scene steps);
@@ -59,15 +59,27 @@ def run(command: List[str], log: Path, env: Dict[str, str]) -> Tuple[float, floa
     return seconds, cpu
 
 
-def edit_argv(config: Path, mapper: Path, cache_root: Path, direction: str, out: Path) -> List[str]:
-    """The demo's ns-edit settings with a --direction edit instead of its reference image."""
+def edit_argv(config: Path, mapper: Path, cache_root: Path, direction: str, out: Path,
+              settings: str = "demo") -> List[str]:
+    """The ns-edit command line of one edit: ``demo``: the demo's settings with a --direction edit instead of its
+    reference image; ``default``: ns-edit's defaults, with the demo's generator, hidden mapper and device."""
     from nerfeditor_ns.demo import DemoConfig, edit_argv as demo_edit_argv
 
     argv = demo_edit_argv(DemoConfig(), config, mapper, cache_root, "cpu")
-    for flag in ("--reference-image", "--mix-layer"):
-        i = argv.index(flag)
-        del argv[i : i + 2]
+    if settings == "default":
+        argv = argv[:argv.index("--reference-image")] + ["--device", "cpu"]
+    else:
+        for flag in ("--reference-image", "--mix-layer"):
+            i = argv.index(flag)
+            del argv[i : i + 2]
     return argv + ["--direction", direction, "--output-dir", str(out), "--overwrite"]
+
+
+def metrics_of(out: Path) -> Dict[str, Any]:
+    """An edit's metrics.json without the edited run's own path (the one field two edits' reports always differ by)."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics.pop("edited_run", None)
+    return metrics
 
 
 def hidden_mapper(generator: Path, cache: Path, steps: int, env: Dict[str, str], logs: Path) -> Path:
@@ -131,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--mapper-steps", type=int, default=300, help="slim hidden mapper steps (the demo's 300)")
     parser.add_argument("--first", default="pc:0:+2", help="--direction of the first edit")
     parser.add_argument("--second", default="pc:1:+2", help="--direction of the second edit")
+    parser.add_argument("--settings", choices=("demo", "default"), default="demo",
+                        help="demo: the demo's small edit settings; default: ns-edit's defaults (views, steps, video)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another ns-edit executable to time the second edit with (e.g. before the scene cache)")
     args = parser.parse_args(argv)
@@ -159,23 +173,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     outs = {name: work / "edits" / name for name in ("first", "second", "control", "baseline")}
     plan: List[Tuple[str, str]] = [("first", args.first), ("second", args.second)]
     for name, direction in plan:
-        argv = edit_argv(config, mapper, cache_root, direction, outs[name]) + ["--keep-cache"]
+        argv = edit_argv(config, mapper, cache_root, direction, outs[name], args.settings) + ["--keep-cache"]
         results[name] = figures(outs[name], run(ns_edit_command() + argv, logs / f"{name}.log", env))
         print(f"{name} edit: {results[name]['total']:.1f} s", flush=True)
     cache_bytes, cache_entries = scene.disk_use(), len(scene.entries())
     run(clean, logs / "clean-1.log", env)
-    argv = edit_argv(config, mapper, cache_root, args.second, outs["control"]) + ["--keep-cache"]
+    argv = edit_argv(config, mapper, cache_root, args.second, outs["control"], args.settings) + ["--keep-cache"]
     results["control"] = figures(outs["control"], run(ns_edit_command() + argv, logs / "control.log", env))
     if args.baseline is not None:
-        argv = edit_argv(config, mapper, cache_root, args.second, outs["baseline"])
+        argv = edit_argv(config, mapper, cache_root, args.second, outs["baseline"], args.settings)
         wall, cpu = run([str(args.baseline)] + argv, logs / "baseline.log", env)
         record = json.loads((outs["baseline"] / "edit.json").read_text())
         results["baseline"] = {"total": wall, "total_cpu": cpu, "wall": record["timings_s"], "cpu": {},
                                "outputs_s": record["timings_s"]["outputs"]}
 
     second, first = results["second"], results["first"]
-    metrics_same = (json.loads((outs["second"] / "metrics.json").read_text())
-                    == json.loads((outs["control"] / "metrics.json").read_text()))
+    metrics_same = metrics_of(outs["second"]) == metrics_of(outs["control"])
     guides_same = tree_digest(outs["second"] / "guides") == tree_digest(outs["control"] / "guides")
     scene_same = scene_results_equal(outs["second"], outs["control"], SCENE_STEPS)
     untouched = tree_digest(Path(config).parent) == run_digest
@@ -184,7 +197,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     import torch
 
-    print(f"\nns-edit, repeated edits of one scene: run {config} (trained in {train_s:.0f} s), demo settings at 64 px,")
+    print(f"\nns-edit, repeated edits of one scene: run {config} (trained in {train_s:.0f} s), {args.settings} edit settings,")
     print(f"32 px face generator; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.get_num_threads()} thread(s), OMP_NUM_THREADS={env['OMP_NUM_THREADS']}; first --direction "
           f"{args.first}, second and control --direction {args.second}. Seconds: wall (CPU).\n")

@@ -55,6 +55,31 @@ def runs(tiny_workspace, reference_edit) -> Dict[str, Path]:
             "edited_alpha0": reference_edit / "config_alpha0.yml"}
 
 
+# ------------------------------------------------------------------------------------------------- loading a run
+def test_load_run_sets_up_the_run_as_nerfstudios_eval_setup_without_its_method_registry(runs):
+    """ns-edit loads a nerfeditor run without nerfstudio's eval_utils (whose import of every method and plugin costs
+    seconds per command): the same pipeline as eval_setup's (classes, weights, settings), and in a fresh process the
+    registry is never imported."""
+    import torch
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from nerfeditor_ns.edit.context import load_run
+    from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals
+
+    config, pipeline = load_run(runs["edited"], render_chunk=1024)
+    with nerfstudio_checkpoint_globals():
+        ref_config, ref_pipeline, _, _ = eval_setup(runs["edited"], eval_num_rays_per_chunk=1024, test_mode="test")
+    assert type(pipeline.datamanager) is type(ref_pipeline.datamanager) and not pipeline.training
+    assert config.load_dir == ref_config.load_dir and pipeline.model.config == ref_pipeline.model.config
+    ours, theirs = pipeline.state_dict(), ref_pipeline.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    probe = ("import sys; from pathlib import Path; from nerfeditor_ns.edit.context import load_run; "
+             f"load_run(Path({str(runs['edited'])!r}), 1024); "
+             "assert 'nerfstudio.configs.method_configs' not in sys.modules, 'the registry was imported'")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------------------------ ns-edit alpha-config
 def test_alpha_config_writes_the_same_run_at_another_alpha(runs, tmp_path, capsys):
     edited_text, alpha0_text = runs["edited"].read_text(), runs["edited_alpha0"].read_text()

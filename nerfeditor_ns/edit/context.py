@@ -106,7 +106,8 @@ def rescaled(cameras, scale: float):
 
 
 def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = None, chain_base: bool = False):
-    """(config, pipeline) of a nerfstudio run through its own ``eval_setup``, after checking what would otherwise fail
+    """(config, pipeline) of a nerfstudio run set up as nerfstudio's ``eval_setup`` does (for this plugin's runs without
+    importing nerfstudio's method registry: ``ns_compat.setup_for_eval``), after checking what would otherwise fail
     deep inside it. ``place_at``: load the run as if it lived there (the edited run in ``<out>.partial``, whatever
     its config.yml says, so a resume after the final config was written still finds it); its guide sets are read
     from ``place_at/guides``. ``chain_base``: an edited run loaded as the original of a chained edit, its edit
@@ -115,10 +116,10 @@ def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = No
     import io
 
     import yaml
-    from nerfstudio.utils.eval_utils import eval_setup
 
     from nerfeditor_ns.edit.finetune import latest_checkpoint, place_run
-    from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals
+    from nerfeditor_ns.method_names import NERFEDITOR_METHODS
+    from nerfeditor_ns.nerf.ns_compat import nerfstudio_checkpoint_globals, setup_for_eval
 
     def placed(cfg):
         if chain_base:
@@ -147,8 +148,13 @@ def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = No
         )
     try:
         with contextlib.redirect_stdout(io.StringIO()), nerfstudio_checkpoint_globals():
-            config, pipeline, _, _ = eval_setup(config_path, eval_num_rays_per_chunk=render_chunk, test_mode="test",
-                                                update_config_callback=placed)
+            if config.method_name in NERFEDITOR_METHODS:  # without nerfstudio's method registry (ns_compat.py)
+                pipeline, _ = setup_for_eval(config, eval_num_rays_per_chunk=render_chunk)
+            else:
+                from nerfstudio.utils.eval_utils import eval_setup
+
+                config, pipeline, _, _ = eval_setup(config_path, eval_num_rays_per_chunk=render_chunk,
+                                                    test_mode="test", update_config_callback=placed)
     except RuntimeError as err:
         if "state_dict" not in str(err):
             raise

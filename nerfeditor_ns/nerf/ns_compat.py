@@ -5,6 +5,7 @@
 - :func:`nerfstudio_checkpoint_globals`: lets ``weights_only`` loading read checkpoints that do hold numpy scalars
   (nerfstudio's own schedulers, older runs) while ``eval_setup`` / ``Trainer`` load them.
 - :func:`close_event_writers`: nerfstudio never clears its global event writers after a ``Trainer`` run.
+- :func:`setup_for_eval`: nerfstudio's ``eval_setup`` for this plugin's runs without nerfstudio's method registry.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Type
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple, Type
 
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
 
-__all__ = ["FloatExponentialDecaySchedulerConfig", "nerfstudio_checkpoint_globals", "close_event_writers"]
+if TYPE_CHECKING:
+    from nerfstudio.engine.trainer import TrainerConfig
+
+__all__ = ["FloatExponentialDecaySchedulerConfig", "nerfstudio_checkpoint_globals", "close_event_writers",
+           "setup_for_eval"]
 
 
 class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
@@ -94,3 +100,36 @@ def close_event_writers() -> None:
         if tb_writer is not None:
             tb_writer.close()
     writer.EVENT_WRITERS.clear()
+
+
+def setup_for_eval(config: "TrainerConfig", eval_num_rays_per_chunk: Optional[int] = None) -> Tuple[Any, Path]:
+    """(pipeline, checkpoint) of a run of this plugin's methods (``config``: its loaded ``config.yml``), as
+    nerfstudio's ``eval_utils.eval_setup(config_path, eval_num_rays_per_chunk, test_mode="test")`` sets it up: the
+    data manager class of the method's preset, the rays per chunk, the pipeline on CUDA when there is one (else the
+    CPU), eval mode, the latest checkpoint loaded.
+
+    ``eval_utils`` imports nerfstudio's method registry (every method's module and the discovery of every installed
+    plugin, ~4 s of a 2-core CPU), only to look the data manager class up by method name; ours are in
+    :mod:`nerfeditor_ns.method_configs`. Call it inside :func:`nerfstudio_checkpoint_globals`.
+    """
+    import torch
+
+    from nerfeditor_ns import method_configs
+
+    presets = {spec.config.method_name: spec.config for spec in (method_configs.nerfeditor, method_configs.nerfeditor_tiny)}
+    if config.method_name not in presets:
+        raise ValueError(f"{config.method_name!r} is not a method of this plugin ({', '.join(presets)}).")
+    config.pipeline.datamanager._target = presets[config.method_name].pipeline.datamanager._target
+    if eval_num_rays_per_chunk:
+        config.pipeline.model.eval_num_rays_per_chunk = eval_num_rays_per_chunk
+    config.load_dir = config.get_checkpoint_dir()
+    steps = sorted(int(p.stem.split("-")[1]) for p in Path(config.load_dir).glob("step-*.ckpt"))
+    if not steps:
+        raise FileNotFoundError(f"No checkpoint (step-*.ckpt) in {config.load_dir}.")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = config.pipeline.setup(device=device, test_mode="test")
+    pipeline.eval()
+    checkpoint = Path(config.load_dir) / f"step-{steps[-1]:09d}.ckpt"
+    state = torch.load(checkpoint, map_location="cpu")
+    pipeline.load_pipeline(state["pipeline"], state["step"])
+    return pipeline, checkpoint
