@@ -23,7 +23,10 @@ both are wall time after synchronisation.
 Every run appends one line to ``<output-dir>/results.jsonl`` and is skipped when already there, so a matrix can be
 split over processes (e.g. one per seed) and resumed. The summary prints, per capture / size / steps, the mean and
 the spread (sample standard deviation over seeds) of nerfeditor - nerfacto for PSNR and SSIM and the ratio of the
-times, against the targets: PSNR >= -0.1 dB, |SSIM| <= 0.005, time within 10 %.
+times, against the targets: PSNR >= -0.1 dB, |SSIM| <= 0.005, nerfeditor at most 10 % slower per step. (Faster
+passes: nerfeditor's proposal passes without gradients -- most training steps' -- take the exact fast path of
+``nerfeditor_ns/nerf/fast_inference.py``, so on the CPU it is often faster per step than nerfacto with the same
+results.)
 
 ``--size-preset reduced`` (default) gives both methods the same smaller hash grid and sample counts so that the
 comparison fits on a CPU; ``full`` keeps both presets as shipped. nerfacto builds torchmetrics' LPIPS, which
@@ -277,7 +280,7 @@ def summarise(results: List[Dict]) -> List[str]:
         )
         base_psnr = statistics.fmean([p["nerfacto"]["psnr"] for p in pairs])
         base_ssim = statistics.fmean([p["nerfacto"]["ssim"] for p in pairs])
-        ok = dpsnr[0] >= TARGET_PSNR and abs(dssim[0]) <= TARGET_SSIM and abs(cpu_ratio - 1) <= TARGET_TIME
+        ok = dpsnr[0] >= TARGET_PSNR and abs(dssim[0]) <= TARGET_SSIM and cpu_ratio <= 1 + TARGET_TIME
         sd = lambda v: "n/a" if math.isnan(v) else f"{v:.3f}"  # noqa: E731
         sd4 = lambda v: "n/a" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
         lines.append(
@@ -287,7 +290,7 @@ def summarise(results: List[Dict]) -> List[str]:
         )
     lines.append(
         f"targets: dPSNR >= {TARGET_PSNR} dB (mean over seeds), |dSSIM| <= {TARGET_SSIM}, "
-        f"time ratio within {TARGET_TIME:.0%} (CPU seconds per step)"
+        f"nerfeditor at most {TARGET_TIME:.0%} slower per step (CPU seconds; faster is a pass)"
     )
     return lines
 
