@@ -359,8 +359,8 @@ def summarise(results: List[Dict]) -> List[str]:
         )
     lines.append(
         f"targets: dPSNR >= {TARGET_PSNR} dB (mean over seeds), |dSSIM| <= {TARGET_SSIM}, "
-        f"nerfeditor at most {TARGET_TIME:.0%} slower per step (CPU seconds; the interleaved probe where run; faster is a "
-        "pass)"
+        f"nerfeditor at most {TARGET_TIME:.0%} slower per step (CPU seconds; the interleaved probe where run; "
+        "faster is a pass)"
     )
     return lines
 

@@ -269,8 +269,8 @@ def test_finetune_with_the_frozen_branch_unrecorded_trains_the_same(monkeypatch)
         recorded.clear()
         torch.manual_seed(3)  # the same stratified samples
         guide_cameras = NUM_IMAGES + torch.arange(32)[:, None]  # guide rays: the camera refinement leaves them
-        rays = make_rays(32, seed=1, camera_indices=guide_cameras,
-                         metadata={"alpha": torch.ones(32, 1), "beta_index": GUIDE_BETA_OFFSET + torch.arange(32)[:, None]})
+        codes = {"alpha": torch.ones(32, 1), "beta_index": GUIDE_BETA_OFFSET + torch.arange(32)[:, None]}
+        rays = make_rays(32, seed=1, camera_indices=guide_cameras, metadata=codes)
         batch = {"image": torch.rand(32, 3, generator=torch.Generator().manual_seed(2)), "mask": torch.ones(32, 1),
                  "set_index": torch.ones(32).long(), "alpha": torch.ones(32, 1)}
         outputs = model.get_outputs(rays)

@@ -116,7 +116,8 @@ def setup_for_eval(config: "TrainerConfig", eval_num_rays_per_chunk: Optional[in
 
     from nerfeditor_ns import method_configs
 
-    presets = {spec.config.method_name: spec.config for spec in (method_configs.nerfeditor, method_configs.nerfeditor_tiny)}
+    specs = (method_configs.nerfeditor, method_configs.nerfeditor_tiny)
+    presets = {spec.config.method_name: spec.config for spec in specs}
     if config.method_name not in presets:
         raise ValueError(f"{config.method_name!r} is not a method of this plugin ({', '.join(presets)}).")
     config.pipeline.datamanager._target = presets[config.method_name].pipeline.datamanager._target
