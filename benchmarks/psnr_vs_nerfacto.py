@@ -221,17 +221,26 @@ def make_config(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkCo
     return config
 
 
-def run_method(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkConfig, device_type: str) -> Dict:
-    """Train one method; returns held-out PSNR / SSIM and seconds per step (CPU and wall)."""
-    import torch
+def set_up_trainer(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkConfig, device_type: str,
+                   run_dir: Path):
+    """nerfstudio's Trainer of one method with the benchmark's settings, seeded and set up (nerfacto without its
+    LPIPS download)."""
     from nerfstudio.scripts.train import _set_random_seed
-    from nerfstudio.utils import writer
 
-    config = make_config(method, data, steps, seed, cfg, device_type, cfg.output_dir / "runs")
+    config = make_config(method, data, steps, seed, cfg, device_type, run_dir)
     _set_random_seed(seed)
     trainer = config.setup(local_rank=0, world_size=1)
     with no_lpips_download() if method == "nerfacto" else contextlib.nullcontext():
         trainer.setup()
+    return trainer
+
+
+def run_method(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkConfig, device_type: str) -> Dict:
+    """Train one method; returns held-out PSNR / SSIM and seconds per step (CPU and wall)."""
+    import torch
+    from nerfstudio.utils import writer
+
+    trainer = set_up_trainer(method, data, steps, seed, cfg, device_type, cfg.output_dir / "runs")
     if device_type == "cuda":
         torch.cuda.synchronize()
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -258,18 +267,11 @@ def time_probe(data: Path, steps: int, cfg: BenchmarkConfig, device_type: str) -
     the run's. Each method's steps are what ``Trainer.train`` runs per step (callbacks, forward, backward, optimiser)."""
     import torch
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
-    from nerfstudio.scripts.train import _set_random_seed
 
     if set(cfg.methods) != {"nerfacto", "nerfeditor"}:
         raise ValueError("The time probe compares nerfacto and nerfeditor: run both methods.")
-    trainers = {}
-    for method in ("nerfacto", "nerfeditor"):
-        config = make_config(method, data, steps, 0, cfg, device_type, cfg.output_dir / "probe_runs")
-        _set_random_seed(0)
-        trainer = config.setup(local_rank=0, world_size=1)
-        with no_lpips_download() if method == "nerfacto" else contextlib.nullcontext():
-            trainer.setup()
-        trainers[method] = trainer
+    trainers = {method: set_up_trainer(method, data, steps, 0, cfg, device_type, cfg.output_dir / "probe_runs")
+                for method in ("nerfacto", "nerfeditor")}
     stride = max(cfg.probe_block_steps, steps // max(1, cfg.probe_blocks))
 
     def run_block(method: str, first_step: int) -> float:
@@ -300,6 +302,18 @@ def time_probe(data: Path, steps: int, cfg: BenchmarkConfig, device_type: str) -
     return {f"{method}_s_per_step": total / n for method, total in totals.items()}
 
 
+def _group_key(r: Dict) -> Tuple:
+    """The configuration a row belongs to (seeds and methods of one comparison share it)."""
+    return (r["capture"], r["width"], r["steps"], r["size_preset"], r["rays"], r.get("dm", "own"))
+
+
+def _append(results_path: Path, row: Dict) -> None:
+    """Print a finished row and append it to results.jsonl."""
+    print(json.dumps(row))
+    with results_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def _key(r: Dict) -> Tuple:
     return (r["capture"], r["width"], r["steps"], r["seed"], r["method"], r["size_preset"], r["rays"], r.get("dm", "own"))
 
@@ -322,11 +336,9 @@ def summarise(results: List[Dict]) -> List[str]:
     probes: Dict[Tuple, Dict] = {}
     for r in results:
         if r.get("kind") == "time_probe":
-            probes[(r["capture"], r["width"], r["steps"], r["size_preset"], r["rays"], r.get("dm", "own"))] = r
+            probes[_group_key(r)] = r
             continue
-        groups.setdefault((r["capture"], r["width"], r["steps"], r["size_preset"], r["rays"], r.get("dm", "own")), {}).setdefault(
-            r["seed"], {}
-        )[r["method"]] = r
+        groups.setdefault(_group_key(r), {}).setdefault(r["seed"], {})[r["method"]] = r
     lines = [
         f"{'capture':<16} {'px':>4} {'steps':>5} {'seeds':>5}  {'dPSNR mean±sd':>15} {'dSSIM mean±sd':>17} "
         f"{'time ratio (cpu)':>16} {'(wall)':>6} {'(probe)':>7}  nerfacto PSNR/SSIM  verdict"
@@ -389,18 +401,14 @@ def main(cfg: BenchmarkConfig) -> List[Dict]:
                             if any(_key(r) == _key(row) for r in load_results(results_path)):
                                 continue
                             row.update(run_method(method, capture, steps, seed, cfg, device_type), device=device_type)
-                            print(json.dumps(row))
-                            with results_path.open("a") as f:
-                                f.write(json.dumps(row) + "\n")
+                            _append(results_path, row)
                     probe_row = dict(kind="time_probe", capture=data.name, width=width, steps=steps, seed=-1,
                                      method="time_probe", size_preset=cfg.size_preset, rays=cfg.rays_per_batch,
                                      dm="same" if cfg.same_datamanager else "own", blocks=cfg.probe_blocks,
                                      block_steps=cfg.probe_block_steps)  # fmt: skip
                     if cfg.time_probe and not any(_key(r) == _key(probe_row) for r in load_results(results_path)):
                         probe_row.update(time_probe(capture, steps, cfg, device_type), device=device_type)
-                        print(json.dumps(probe_row))
-                        with results_path.open("a") as f:
-                            f.write(json.dumps(probe_row) + "\n")
+                        _append(results_path, probe_row)
     results = load_results(results_path)
     print("\n".join(["", f"nerfeditor - nerfacto ({results_path}):", *summarise(results)]))
     return results

@@ -134,7 +134,8 @@ def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = No
     config_path = Path(config_path)
     config = placed(yaml.load(config_path.read_text(), Loader=yaml.Loader))  # nerfstudio's own format (its own run)
     ckpt_dir = Path(config.get_checkpoint_dir())
-    if not ckpt_dir.is_dir() or latest_checkpoint(ckpt_dir) is None:
+    checkpoint = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    if checkpoint is None:
         raise EditError(
             f"The run {config_path} has no checkpoint in {ckpt_dir}.",
             "finish (or resume) its training first; ns-edit resolves output_dir relative to the current directory, "
@@ -149,7 +150,7 @@ def load_run(config_path: Path, render_chunk: int, place_at: Optional[Path] = No
     try:
         with contextlib.redirect_stdout(io.StringIO()), nerfstudio_checkpoint_globals():
             if config.method_name in NERFEDITOR_METHODS:  # without nerfstudio's method registry (ns_compat.py)
-                pipeline, _ = setup_for_eval(config, eval_num_rays_per_chunk=render_chunk)
+                pipeline = setup_for_eval(config, checkpoint, eval_num_rays_per_chunk=render_chunk)
             else:
                 from nerfstudio.utils.eval_utils import eval_setup
 

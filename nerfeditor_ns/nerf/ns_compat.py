@@ -14,7 +14,7 @@ import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Type
 
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
 
@@ -102,11 +102,11 @@ def close_event_writers() -> None:
     writer.EVENT_WRITERS.clear()
 
 
-def setup_for_eval(config: "TrainerConfig", eval_num_rays_per_chunk: Optional[int] = None) -> Tuple[Any, Path]:
-    """(pipeline, checkpoint) of a run of this plugin's methods (``config``: its loaded ``config.yml``), as
-    nerfstudio's ``eval_utils.eval_setup(config_path, eval_num_rays_per_chunk, test_mode="test")`` sets it up: the
-    data manager class of the method's preset, the rays per chunk, the pipeline on CUDA when there is one (else the
-    CPU), eval mode, the latest checkpoint loaded.
+def setup_for_eval(config: "TrainerConfig", checkpoint: Path, eval_num_rays_per_chunk: Optional[int] = None) -> Any:
+    """The pipeline of a run of this plugin's methods (``config``: its loaded ``config.yml``; ``checkpoint``: its
+    latest ``step-*.ckpt``), as nerfstudio's ``eval_utils.eval_setup(config_path, eval_num_rays_per_chunk,
+    test_mode="test")`` sets it up: the data manager class of the method's preset, the rays per chunk, the pipeline
+    on CUDA when there is one (else the CPU), eval mode, the checkpoint loaded.
 
     ``eval_utils`` imports nerfstudio's method registry (every method's module and the discovery of every installed
     plugin, ~4 s of a 2-core CPU), only to look the data manager class up by method name; ours are in
@@ -124,13 +124,9 @@ def setup_for_eval(config: "TrainerConfig", eval_num_rays_per_chunk: Optional[in
     if eval_num_rays_per_chunk:
         config.pipeline.model.eval_num_rays_per_chunk = eval_num_rays_per_chunk
     config.load_dir = config.get_checkpoint_dir()
-    steps = sorted(int(p.stem.split("-")[1]) for p in Path(config.load_dir).glob("step-*.ckpt"))
-    if not steps:
-        raise FileNotFoundError(f"No checkpoint (step-*.ckpt) in {config.load_dir}.")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = config.pipeline.setup(device=device, test_mode="test")
     pipeline.eval()
-    checkpoint = Path(config.load_dir) / f"step-{steps[-1]:09d}.ckpt"
     state = torch.load(checkpoint, map_location="cpu")
     pipeline.load_pipeline(state["pipeline"], state["step"])
-    return pipeline, checkpoint
+    return pipeline
