@@ -229,18 +229,23 @@ def set_up_trainer(method: str, data: Path, steps: int, seed: int, cfg: Benchmar
 
     config = make_config(method, data, steps, seed, cfg, device_type, run_dir)
     _set_random_seed(seed)
-    trainer = config.setup(local_rank=0, world_size=1)
-    with no_lpips_download() if method == "nerfacto" else contextlib.nullcontext():
-        trainer.setup()
+    try:
+        trainer = config.setup(local_rank=0, world_size=1)
+        with no_lpips_download() if method == "nerfacto" else contextlib.nullcontext():
+            trainer.setup()
+    except ValueError as error:  # the data manager's and model's checks name the setting to change
+        raise SystemExit(f"{method} on {data}: {error}") from None
     return trainer
 
 
 def run_method(method: str, data: Path, steps: int, seed: int, cfg: BenchmarkConfig, device_type: str) -> Dict:
     """Train one method; returns held-out PSNR / SSIM and seconds per step (CPU and wall)."""
     import torch
-    from nerfstudio.utils import writer
 
     trainer = set_up_trainer(method, data, steps, seed, cfg, device_type, cfg.output_dir / "runs")
+    # after the set-up: imported first, nerfstudio's writer module meets its circular import with base_config
+    from nerfstudio.utils import writer
+
     if device_type == "cuda":
         torch.cuda.synchronize()
     cpu0, wall0 = time.process_time(), time.perf_counter()

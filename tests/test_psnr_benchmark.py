@@ -4,6 +4,9 @@ summary's verdict takes its time ratio over the separate runs' (which a shared m
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,3 +51,23 @@ def test_time_probe_times_both_methods_interleaved(bench, tmp_path):
     times = bench.time_probe(ROOT / "tests" / "data" / "face_small", steps=20, cfg=cfg, device_type="cpu")
     assert set(times) == {"nerfacto_s_per_step", "nerfeditor_s_per_step"}
     assert all(0 < t < 60 for t in times.values())
+
+
+def test_runs_from_the_command_line_as_users_run_it(tmp_path):
+    """A fresh process (nerfstudio's modules imported in the script's own order) trains both methods and prints the
+    summary; the rows land in results.jsonl."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "psnr_vs_nerfacto.py"), "--data", str(ROOT / "tests" / "data" /
+         "face_small"), "--sizes", "0", "--steps", "2", "--seeds", "0", "--no-time-probe", "--output-dir",
+         str(tmp_path)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["nerfacto", "nerfeditor"]
+    assert all(math.isfinite(r["psnr"]) and r["steps"] == 2 for r in rows)
+    assert "face_small (same dm)" in out.stdout and out.stdout.count("PASS") + out.stdout.count("FAIL") == 1
+
+
+def test_a_ray_budget_too_small_for_the_guide_patches_is_a_clear_error(bench, tmp_path):
+    cfg = bench.BenchmarkConfig(size_preset="reduced", rays_per_batch=64, output_dir=tmp_path)
+    with pytest.raises(SystemExit, match="train-num-rays-per-batch"):
+        bench.set_up_trainer("nerfeditor", ROOT / "tests" / "data" / "face_small", 2, 0, cfg, "cpu", tmp_path)
