@@ -351,4 +351,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
+    from nerfeditor_ns.edit.dependency_notices import quieten_dependency_notices
+
+    quieten_dependency_notices()  # as ns-edit's console script: nerfstudio's / torch's notices once or not at all
     main()

@@ -327,3 +327,39 @@ def test_console_script_entrypoint_exit_status(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         cli.entrypoint()
     assert info.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_console_script_hides_only_the_dependencies_deprecation_notices():
+    import warnings
+
+    from nerfeditor_ns.edit.dependency_notices import hide_dependency_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hide_dependency_warnings()
+        warnings.warn("Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed in "
+                      "pytorch 2.9; use x[tuple(seq)] instead of x[seq].", UserWarning)
+        warnings.warn("`torch.cuda.amp.custom_fwd(args...)` is deprecated. Please use `torch.amp.custom_fwd(args..., "
+                      "device_type='cuda')` instead.", FutureWarning)
+        warnings.warn("This DataLoader will create 4 worker processes in total. Our suggested max number of worker "
+                      "in current system is 2", UserWarning)
+        warnings.warn("LPIPS left out of the metrics: its AlexNet weights are not in the torch hub cache", UserWarning)
+        warnings.warn("Using a non-tuple sequence for multidimensional indexing", DeprecationWarning)  # other category
+    assert [str(w.message)[:26] for w in caught] == ["LPIPS left out of the metr", "Using a non-tuple sequence"]
+
+
+def test_console_script_shows_nerfstudios_tcnn_notice_once(monkeypatch, capsys):
+    import nerfstudio.field_components.mlp as ns_mlp
+    import nerfstudio.utils.printing as printing
+
+    from nerfeditor_ns.edit import dependency_notices
+
+    calls = []
+    monkeypatch.setattr(printing, "print_tcnn_speed_warning", calls.append)
+    monkeypatch.setattr(ns_mlp, "print_tcnn_speed_warning", calls.append)  # restored after the test
+    dependency_notices.tcnn_notice_once()
+    dependency_notices.tcnn_notice_once()  # idempotent: still once
+    for name in ("MLP", "HashEncoding", "MLP"):
+        ns_mlp.print_tcnn_speed_warning(name)
+    printing.print_tcnn_speed_warning("SHEncoding")  # modules imported later bind this one
+    assert calls == ["MLP"]

@@ -106,6 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def entrypoint() -> None:
     """Console script ``ns-edit``."""
+    from nerfeditor_ns.edit.dependency_notices import quieten_dependency_notices
+
+    quieten_dependency_notices()
     sys.exit(main())
 
 
