@@ -75,6 +75,14 @@ class EditArgs(NetworkArgs):
     or `FILE.pt:STRENGTH` (a saved direction), each optionally limited to the W+ rows [START, END) with a
     `:START-END` suffix (e.g. pc:0:-2:0-4)."""
 
+    edits_file: Optional[Path] = None
+    """Several edits of this run in one command: a text file with one edit per line in ns-edit's own flags (e.g.
+    `--prompt "tanned skin"`, or `--direction pc:0:-2 --output-dir outputs/darker`); the command's other flags are
+    shared by every line, and a line may override them. Every line is checked before the first edit starts; the edits
+    then run one after another in this process and share the run's scene cache. Blank lines and lines starting with
+    # are skipped. Re-running the command resumes: a line whose --output-dir already holds the same finished edit is
+    skipped."""
+
     # ---- output ----
     output_dir: Optional[Path] = None
     """Directory of the new run (default: beside the original run, named <run>-edit-<kind>-<hash of the edit>, so

@@ -120,6 +120,13 @@ def default_output_dir(config_path: Path, mode: str, spec: Dict[str, Any],
     return run.parent / f"{run.name}-edit-{mode.replace('_', '-')}-{key[:8]}"
 
 
+def output_dir_of(args: EditArgs, mode: str, spec: Dict[str, Any]) -> Path:
+    """The new run's directory: ``--output-dir``, or the default name beside the original run (absolute)."""
+    out = args.output_dir if args.output_dir is not None else default_output_dir(args.load_config, mode, spec,
+                                                                                   edit_variant(args))
+    return Path(out).absolute()
+
+
 def edit_variant(args: EditArgs) -> Dict[str, Any]:
     """The paper's ablations and the finetune settings this edit overrides (empty for a plain edit)."""
     variant: Dict[str, Any] = {}
@@ -193,9 +200,7 @@ def validate_inputs(args: EditArgs) -> ValidatedEdit:
     networks = resolve_networks(flags, args.network_config)
     notes = check_networks_for_mode(networks, mode)
     spec = edit_spec(args, mode)
-    out = args.output_dir if args.output_dir is not None else default_output_dir(args.load_config, mode, spec,
-                                                                                   edit_variant(args))
-    out = Path(out).absolute()
+    out = output_dir_of(args, mode, spec)
     original_dir = Path(args.load_config).absolute().parent
     if out == original_dir or original_dir in out.parents:
         raise EditError(f"--output-dir {out} is inside the original run.", "choose a directory outside it.")

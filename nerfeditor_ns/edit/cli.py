@@ -1,6 +1,7 @@
 """``ns-edit``: edit a trained nerfeditor run with a StyleGAN2 edit and save the result as a new run.
 
     ns-edit --load-config outputs/<scene>/nerfeditor/<run>/config.yml --prompt "tanned skin" --generator G.pkl --clip C
+    ns-edit --load-config <run>/config.yml --generator G.pkl --edits-file edits.txt   # one edit per line, one command
     ns-edit train-mapper --generator G.pkl        # train the hidden mapper for a generator ahead of time
     ns-edit eval --load-config outputs/<scene>/nerfeditor/<run>-edit-.../config.yml --vgg V --arcface A --clip C
     ns-edit alpha-config --load-config <edited run>/config.yml --alpha 0   # a config that renders the original
@@ -69,8 +70,13 @@ def parse(argv: Sequence[str]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``ns-edit``; returns the exit status (0 ok, 2 bad input, 3 stopped by the test hook, 130 interrupted)."""
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
     try:
+        if isinstance(args, EditArgs) and args.edits_file is not None:
+            from nerfeditor_ns.edit.edit_list import run_edit_list
+
+            return run_edit_list(args, argv, parse)
         if isinstance(args, TrainMapperArgs):
             from nerfeditor_ns.edit.run import run_train_mapper
 
