@@ -93,13 +93,13 @@ def test_a_failing_edit_is_reported_and_the_next_one_runs(tiny_workspace, tmp_pa
     def run_one(args):
         ran.append(args.direction)
         if args.direction == "pc:0:+1":
-            raise EditError("the domain check refused the frontal crop.", "use another generator.")
+            raise EditError("the domain check refused the frontal crop [red].", "use another generator.")  # not markup
         return args.output_dir
 
     assert run_edit_list(cli.parse(argv), argv, cli.parse, run_one=run_one) == 2
     assert ran == ["pc:0:+1", "pc:1:+1"]
     err = capsys.readouterr().err
-    assert "line 1 failed" in err and "domain check refused" in err and "line 2 done" in err
+    assert "line 1 failed" in err and "frontal crop [red]." in err and "line 2 done" in err
 
 
 def test_lines_must_be_readable_edits(tiny_workspace, tmp_path, capsys):

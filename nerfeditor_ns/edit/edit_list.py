@@ -22,7 +22,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from nerfeditor_ns.edit.args import EDIT_MODES, EditArgs
 from nerfeditor_ns.edit.errors import EditError
@@ -45,7 +45,7 @@ class ListedEdit:
     """The command's shared flags with the line's flags applied."""
 
 
-def read_edit_lines(path: Path) -> List[tuple]:
+def read_edit_lines(path: Path) -> List[Tuple[int, str, List[str]]]:
     """``(line number, text, flags)`` of every edit line of ``path`` (blank lines and ``#`` comments skipped)."""
     path = Path(path)
     if not path.is_file():
@@ -55,7 +55,7 @@ def read_edit_lines(path: Path) -> List[tuple]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise EditError(f"{FLAG} {path} cannot be read as text: {err}.", "save it as a UTF-8 text file.") from None
-    edits = []
+    edits: List[Tuple[int, str, List[str]]] = []
     for number, text in enumerate(lines, start=1):
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
@@ -161,6 +161,8 @@ def check_edit_list(listed: Sequence[ListedEdit]) -> Dict[int, str]:
 def run_edit_list(args: EditArgs, argv: Sequence[str], parse: Callable[[List[str]], Any],
                   run_one: Optional[Callable[[EditArgs], Path]] = None) -> int:
     """Check every line, run the edits in order, print a summary; returns the exit status (0: every line done)."""
+    from rich.markup import escape
+
     from nerfeditor_ns.edit.context import console
 
     if run_one is None:
@@ -168,18 +170,18 @@ def run_edit_list(args: EditArgs, argv: Sequence[str], parse: Callable[[List[str
     out = console()
     listed = parse_edit_list(args, argv, parse)
     done = check_edit_list(listed)
-    out.print(f"{len(listed)} edits in {args.edits_file}, all checked"
+    out.print(f"{len(listed)} edits in {escape(str(args.edits_file))}, all checked"
               + (f"; {len(done)} done before (skipped)" if done else ""))
-    results: List[tuple] = []
+    results: List[Tuple[ListedEdit, str, str]] = []
     for k, item in enumerate(listed, start=1):
         if item.line in done:
             results.append((item, "skipped", done[item.line]))
             continue
-        out.rule(f"[bold]edit {k} of {len(listed)}[/bold]: line {item.line}: {item.text}")
+        out.rule(f"[bold]edit {k} of {len(listed)}[/bold]: line {item.line}: {escape(item.text)}")
         try:
             final = run_one(item.args)
         except EditError as err:
-            out.print(f"[bold red]edit {k} of {len(listed)} (line {item.line}) failed:[/bold red] {err}")
+            out.print(f"[bold red]edit {k} of {len(listed)} (line {item.line}) failed:[/bold red] {escape(str(err))}")
             results.append((item, "failed", str(err).splitlines()[0]))
             continue
         finally:
@@ -188,7 +190,8 @@ def run_edit_list(args: EditArgs, argv: Sequence[str], parse: Callable[[List[str
     out.rule("[bold]edits")
     for item, status, detail in results:
         colour = {"done": "green", "skipped": "cyan", "failed": "red"}[status]
-        out.print(f"line {item.line} [{colour}]{status}[/{colour}]: {item.text} -> {detail}", soft_wrap=True)
+        out.print(f"line {item.line} [{colour}]{status}[/{colour}]: {escape(item.text)} -> {escape(detail)}",
+                  soft_wrap=True)
     return 2 if any(status == "failed" for _, status, _ in results) else 0
 
 
